@@ -1,0 +1,25 @@
+"""hf_ttmoe: tensor-train LoRA experts, sparse routing over them, and dense MoE-LoRA, on Hugging Face transformers."""
+
+from transformers import AutoConfig, AutoModel
+
+from . import tt
+from .adapter import DEFAULT_BASE_MODEL, AdapterConfig, AdapterModel, load_base_model, load_tokenizer
+from .ttlora import TTLoRAConfig, TTLoRALinear, TTLoRAModel
+
+__version__ = "0.1.0"
+
+for _config, _model in ((TTLoRAConfig, TTLoRAModel),):
+    AutoConfig.register(_config.model_type, _config, exist_ok=True)
+    AutoModel.register(_config, _model, exist_ok=True)
+
+__all__ = [
+    "DEFAULT_BASE_MODEL",
+    "AdapterConfig",
+    "AdapterModel",
+    "TTLoRAConfig",
+    "TTLoRALinear",
+    "TTLoRAModel",
+    "load_base_model",
+    "load_tokenizer",
+    "tt",
+]

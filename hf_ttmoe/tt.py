@@ -1,0 +1,234 @@
+"""Tensor-train (TT) math for TT-LoRA: pure functions, no `nn.Module`, no Hugging Face imports.
+
+A weight update ΔW of shape (out, in) is stored as a chain of 3-way cores. The chain lists all *input* modes first,
+then all *output* modes: with `in = n_1·…·n_m` and `out = o_1·…·o_k`, core `j` has shape `(r_{j-1}, mode_j, r_j)`,
+`r_0 = r_{m+k} = 1`, and
+
+    ΔW[o, i] = G_1[:, n_1(i), :] · … · G_m[:, n_m(i), :] · G_{m+1}[:, o_1(o), :] · … · G_{m+k}[:, o_k(o), :]
+
+with multi-indices in row-major order (the first mode is the most significant). Because the input modes come first,
+the rank `r_m` at the boundary splits ΔW exactly into two skinny factors, `ΔW = U @ V` with `V: (r_m, in)` the
+contraction of the input cores and `U: (out, r_m)` that of the output cores (`tt_factors`). Building them costs
+O((in + out)·r²), independently of the batch, after which applying ΔW costs the same as a LoRA of rank `r_m`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+__all__ = [
+    "factorize",
+    "tt_layout",
+    "tt_ranks",
+    "tt_num_params",
+    "init_tt_cores",
+    "tt_factors",
+    "tt_to_matrix",
+    "tt_contract",
+    "tt_svd",
+]
+
+MODE_SIZE = 8  # the automatic factorization aims for modes of about this size
+
+
+def _prime_factors(n: int) -> list[int]:
+    factors, p = [], 2
+    while p * p <= n:
+        while n % p == 0:
+            factors.append(p)
+            n //= p
+        p += 1
+    if n > 1:
+        factors.append(n)
+    return factors
+
+
+def factorize(n: int, num_modes: int | None = None) -> list[int]:
+    """Split `n` into `num_modes` integer modes whose product is `n`, as balanced as possible, largest first.
+
+    Deterministic: prime factors, largest first, each go to the currently smallest mode. With `num_modes=None` the
+    number of modes is `round(log2(n) / 3)` (modes of about 8).
+
+    >>> factorize(2048, 4)
+    [8, 8, 8, 4]
+    >>> factorize(384)
+    [8, 8, 6]
+    >>> factorize(7, 2)
+    [7, 1]
+    """
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"Cannot factorize {n!r}: expected a positive integer.")
+    if num_modes is None:
+        num_modes = max(1, round(math.log2(n) / math.log2(MODE_SIZE))) if n > 1 else 1
+    if num_modes < 1:
+        raise ValueError(f"num_modes must be >= 1, got {num_modes}.")
+    modes = [1] * num_modes
+    for p in sorted(_prime_factors(n), reverse=True):
+        modes[modes.index(min(modes))] *= p
+    return sorted(modes, reverse=True)
+
+
+def tt_layout(
+    in_features: int,
+    out_features: int,
+    in_modes: Sequence[int] | None = None,
+    out_modes: Sequence[int] | None = None,
+) -> tuple[list[int], list[int]]:
+    """Input and output modes of a TT chain for an `(out_features, in_features)` matrix.
+
+    Given modes are kept as they are (their order defines the index mapping) after checking their products. Missing
+    ones are factorized automatically and ordered so the chain is cheapest: input modes descending, output modes
+    ascending, so the largest modes sit at the chain's ends (rank 1) and the small ones meet at the middle rank.
+    That reproduces the TT-LoRA reference layouts, e.g. q_proj `[16, 8, 4, 4 | 4, 4, 8, 16]`.
+    """
+    if in_modes is None:
+        in_modes = factorize(in_features)
+    if out_modes is None:
+        out_modes = sorted(factorize(out_features))
+    in_modes, out_modes = [int(m) for m in in_modes], [int(m) for m in out_modes]
+    for name, modes, size in (("in_modes", in_modes, in_features), ("out_modes", out_modes, out_features)):
+        if not modes or any(m < 1 for m in modes) or math.prod(modes) != size:
+            raise ValueError(
+                f"{name}={modes} (product {math.prod(modes) if modes else 0}) does not fit a dimension of {size}: "
+                f"the modes must be positive and multiply to {size}, e.g. {factorize(size)}."
+            )
+    return in_modes, out_modes
+
+
+def tt_ranks(num_cores: int, rank: int | Sequence[int]) -> list[int]:
+    """Full rank list `[1, r_1, …, r_{N-1}, 1]` for a chain of `num_cores` cores.
+
+    `rank` is one int for every inner bond, the `N - 1` inner ranks, or the full `N + 1` list with 1 at both ends.
+    """
+    if isinstance(rank, int):
+        ranks = [1] + [rank] * (num_cores - 1) + [1]
+    else:
+        ranks = [int(r) for r in rank]
+        if len(ranks) == num_cores - 1:
+            ranks = [1] + ranks + [1]
+        elif len(ranks) != num_cores + 1 or ranks[0] != 1 or ranks[-1] != 1:
+            raise ValueError(
+                f"tt_rank={list(rank)} does not fit a chain of {num_cores} cores: give one int, {num_cores - 1} inner "
+                f"ranks, or {num_cores + 1} ranks starting and ending with 1."
+            )
+    if any(r < 1 for r in ranks):
+        raise ValueError(f"TT ranks must be >= 1, got {ranks}.")
+    return ranks
+
+
+def tt_num_params(modes: Sequence[int], ranks: Sequence[int]) -> int:
+    """Number of entries in the cores of a chain with these modes and full rank list."""
+    return sum(ranks[j] * n * ranks[j + 1] for j, n in enumerate(modes))
+
+
+def init_tt_cores(
+    in_modes: Sequence[int],
+    out_modes: Sequence[int],
+    ranks: Sequence[int],
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> list[torch.Tensor]:
+    """Cores for which ΔW = 0 exactly while every core still learns.
+
+    The last output core is zero, so ΔW = U·V = 0 (U contains it as a factor). It is the LoRA `B = 0` trick: the zero
+    core gets a non-zero gradient at step 0 (the other cores are not zero), and once it moves, gradients reach all
+    cores. The other cores are Gaussian, scaled so that `V` has the std of LoRA's `A` (kaiming-uniform with a=√5, i.e.
+    1/√(3·in)) and the partial contraction of the output cores has unit-variance entries: the variance of a chained
+    contraction is the product of the core variances times the inner ranks summed over, so core `j` gets variance
+    `target^(2/m) / r_{j-1}`.
+    """
+    m, modes = len(in_modes), [*in_modes, *out_modes]
+    target_var = (1.0 / (3 * math.prod(in_modes))) ** (1.0 / m)
+    cores = []
+    for j, n in enumerate(modes):
+        shape = (ranks[j], n, ranks[j + 1])
+        if j == len(modes) - 1:
+            cores.append(torch.zeros(shape, device=device, dtype=dtype))
+            continue
+        std = math.sqrt((target_var if j < m else 1.0) / ranks[j])
+        if torch.device(device or "cpu").type == "meta":
+            cores.append(torch.empty(shape, device=device, dtype=dtype))
+        else:
+            cores.append(torch.randn(shape, generator=generator, dtype=dtype).mul_(std).to(device))
+    return cores
+
+
+def _chain(cores: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Contract a chain left to right into a `(r_0 · n_1 · … · n_j, r_j)` matrix."""
+    out = cores[0].reshape(-1, cores[0].shape[-1])  # (r_0·n_1, r_1)
+    for core in cores[1:]:
+        r, n, s = core.shape
+        out = (out @ core.reshape(r, n * s)).reshape(-1, s)  # (P·n, s)
+    return out
+
+
+def tt_factors(cores: Sequence[torch.Tensor], num_in_modes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The exact factors `U: (out, r)`, `V: (r, in)` with `ΔW = U @ V`; `r` is the rank at the in/out boundary."""
+    v = _chain(cores[:num_in_modes]).T  # (r, in)
+    head = cores[num_in_modes]
+    r = head.shape[0]
+    u = _chain([head.reshape(1, r * head.shape[1], head.shape[2]), *cores[num_in_modes + 1 :]])  # (r·out, 1)
+    # rows of `u` are ordered (boundary rank, o_1, …, o_k): split off the boundary rank
+    return u.reshape(r, -1).T, v  # (out, r), (r, in)
+
+
+def tt_to_matrix(cores: Sequence[torch.Tensor], num_in_modes: int) -> torch.Tensor:
+    """Reconstruct the dense `ΔW: (out, in)` by contracting the whole chain (the "reconstruction" path)."""
+    in_features = math.prod(c.shape[1] for c in cores[:num_in_modes])
+    return _chain(cores).reshape(in_features, -1).T  # (out, in)
+
+
+def tt_contract(x: torch.Tensor, cores: Sequence[torch.Tensor], num_in_modes: int) -> torch.Tensor:
+    """`x @ ΔW.T` without forming ΔW or its factors: the reference chain of contractions over the batch.
+
+    Args:
+        x: `(..., in)`.
+    Returns:
+        `(..., out)`.
+    """
+    lead, in_features = x.shape[:-1], x.shape[-1]
+    t = x.reshape(-1, in_features, 1)  # (B, in, r_0)
+    for core in cores[:num_in_modes]:
+        r, n, s = core.shape
+        b = t.shape[0]
+        t = torch.einsum("bnxr,rns->bxs", t.reshape(b, n, -1, r), core)  # (B, rest, s)
+    t = t.reshape(t.shape[0], 1, -1)  # (B, 1, r_m)
+    for core in cores[num_in_modes:]:
+        r, o, s = core.shape
+        t = torch.einsum("bpr,ros->bpos", t, core).reshape(t.shape[0], -1, s)  # (B, P·o, s)
+    return t.reshape(*lead, -1)  # (..., out)
+
+
+def tt_svd(
+    matrix: torch.Tensor, in_modes: Sequence[int], out_modes: Sequence[int], rank: int | Sequence[int]
+) -> list[torch.Tensor]:
+    """TT-SVD (Oseledets 2011, Alg. 1) of a dense `(out, in)` matrix into cores of this layout, ranks at most `rank`.
+
+    Exact when `rank` is at least the TT ranks of the matrix; otherwise each bond keeps its leading singular values.
+    Bonds whose SVD rank is lower are zero-padded, so the cores always have the shapes `tt_ranks(N, rank)` gives and
+    load into a TT-LoRA layer of that rank. Used to import an existing LoRA or dense delta as a TT-LoRA expert.
+    """
+    out_features, in_features = matrix.shape
+    in_modes, out_modes = tt_layout(in_features, out_features, in_modes, out_modes)
+    modes = [*in_modes, *out_modes]
+    max_ranks = tt_ranks(len(modes), rank)
+    t = matrix.detach().T.reshape(-1)  # row-major (i_1, …, i_m, o_1, …, o_k)
+    cores, r_prev = [], 1
+    for j, n in enumerate(modes[:-1]):
+        mat = t.reshape(r_prev * n, -1)  # (r_{j-1}·n_j, rest)
+        u, s, vh = torch.linalg.svd(mat, full_matrices=False)
+        r = min(max_ranks[j + 1], s.numel())
+        cores.append(u[:, :r].reshape(r_prev, n, r))
+        t = s[:r, None] * vh[:r]  # (r, rest)
+        r_prev = r
+    cores.append(t.reshape(r_prev, modes[-1], 1))
+    padded = []
+    for j, core in enumerate(cores):
+        full = core.new_zeros(max_ranks[j], modes[j], max_ranks[j + 1])
+        full[: core.shape[0], :, : core.shape[2]] = core
+        padded.append(full)
+    return padded

@@ -1,0 +1,91 @@
+"""TT-LoRA layer: a frozen `nn.Linear` plus a tensor-train ΔW."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import tt
+
+
+class TTLoRALinear(nn.Module):
+    """`y = base(x) + scaling · x ΔWᵀ`, ΔW a tensor train of cores `ttlora_cores`.
+
+    Args:
+        base_layer: the frozen linear layer.
+        in_modes / out_modes: the TT layout (see `hf_ttmoe.tt`); `None` = automatic.
+        tt_rank: int or list of inner ranks.
+        alpha: scaling numerator; `scaling = alpha / r_boundary`.
+        forward_impl: "factors", "contraction" or "reconstruction".
+    """
+
+    def __init__(
+        self,
+        base_layer: nn.Linear,
+        in_modes: list[int] | None = None,
+        out_modes: list[int] | None = None,
+        tt_rank: int | list[int] = 5,
+        alpha: float = 16.0,
+        forward_impl: str = "factors",
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.base_layer = base_layer
+        self.in_modes, self.out_modes = tt.tt_layout(base_layer.in_features, base_layer.out_features, in_modes, out_modes)
+        self.ranks = tt.tt_ranks(len(self.in_modes) + len(self.out_modes), tt_rank)
+        self.scaling = alpha / self.ranks[len(self.in_modes)]
+        self.forward_impl = forward_impl
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        weight = base_layer.weight
+        dtype = weight.dtype if weight.dtype.is_floating_point else torch.float32
+        cores = tt.init_tt_cores(self.in_modes, self.out_modes, self.ranks, device=weight.device, dtype=dtype)
+        self.ttlora_cores = nn.ParameterList([nn.Parameter(c) for c in cores])
+        self.merged = False
+
+    @property
+    def num_in_modes(self) -> int:
+        return len(self.in_modes)
+
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(U, V)` with `ΔW = U @ V`, before scaling: `(out, r)`, `(r, in)`."""
+        return tt.tt_factors(list(self.ttlora_cores), self.num_in_modes)
+
+    def delta_weight(self) -> torch.Tensor:
+        """The scaled update `scaling · ΔW`, `(out, in)`."""
+        return self.scaling * tt.tt_to_matrix(list(self.ttlora_cores), self.num_in_modes)
+
+    def adapter_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """`scaling · x ΔWᵀ` by the configured path; `x: (..., in)` -> `(..., out)`."""
+        cores = list(self.ttlora_cores)
+        x = self.dropout(x.to(cores[0].dtype))
+        if self.forward_impl == "factors":
+            u, v = tt.tt_factors(cores, self.num_in_modes)
+            return F.linear(F.linear(x, v), u * self.scaling)  # (..., r) -> (..., out)
+        if self.forward_impl == "contraction":
+            return self.scaling * tt.tt_contract(x, cores, self.num_in_modes)
+        return F.linear(x, self.delta_weight())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        result = self.base_layer(x)
+        if self.merged:
+            return result
+        return result + self.adapter_forward(x).to(result.dtype)
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        if not self.merged:
+            weight = self.base_layer.weight
+            weight.add_(self.delta_weight().to(weight.dtype))
+            self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if self.merged:
+            weight = self.base_layer.weight
+            weight.sub_(self.delta_weight().to(weight.dtype))
+            self.merged = False
+
+    def extra_repr(self) -> str:
+        return (f"in_modes={self.in_modes}, out_modes={self.out_modes}, ranks={self.ranks}, "
+                f"scaling={self.scaling:g}, forward_impl={self.forward_impl!r}")

@@ -1,0 +1,1 @@
+"""Model-card templates and the card data that fills them."""

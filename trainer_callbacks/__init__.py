@@ -1,0 +1,1 @@
+"""Small TrainerCallbacks, one job each."""
