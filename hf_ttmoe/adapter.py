@@ -337,12 +337,12 @@ class AdapterModel(PreTrainedModel):
         unexpected = sorted(set(tensors) - set(own))
         mismatched = [f"{k}: {tuple(tensors[k].shape)} vs model {tuple(own[k].shape)}" for k in own if k in tensors
                       and tensors[k].shape != own[k].shape]
-        if missing or unexpected or mismatched:
+        problems = [f"{what} {keys[:5]}{' ...' if len(keys) > 5 else ''}" for what, keys in
+                    (("missing", missing), ("unexpected", unexpected), ("shape mismatches", mismatched)) if keys]
+        if problems:
             raise ValueError(
                 f"{source} does not fit this {type(self).__name__} on {self.config.base_model_name_or_path!r}: "
-                f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-                f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}, "
-                f"shape mismatches {mismatched[:5]}{'...' if len(mismatched) > 5 else ''}."
+                + "; ".join(problems)
             )
         super().load_state_dict(tensors, strict=False)
 

@@ -1,0 +1,81 @@
+"""What every training script shares: data arguments, metrics, tokenized splits, a Trainer run with evaluation."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.metrics import accuracy_score, f1_score
+from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+from .adapter import atomic_write
+
+
+@dataclass
+class DataArguments:
+    """Which task to train on and how to prepare it."""
+
+    task: str = field(
+        default="rotten_tomatoes",
+        metadata={"help": "Embedded task (rotten_tomatoes, bbc_news, tweet_sentiment, language_id), GLUE task "
+                  "(sst2, mrpc; needs --glue_dir), or hub:<dataset>[:<config>]."},
+    )
+    glue_dir: str | None = field(default=None, metadata={"help": "Folder with glue/<task>/*.tsv files."})
+    max_length: int = field(default=128, metadata={"help": "Truncate inputs to this many tokens."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Cap the training split (deterministic)."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Cap validation/test splits."})
+    data_seed: int = field(default=42, metadata={"help": "Seed of the train/validation/test split."})
+
+
+def compute_metrics(eval_pred) -> dict[str, float]:
+    """Accuracy, F1 (binary F1 of class 1 for two labels, else macro) and macro-F1, with sklearn."""
+    logits, labels = eval_pred
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    preds = np.asarray(logits).argmax(-1)
+    binary = np.asarray(logits).shape[-1] == 2
+    return {
+        "accuracy": float(accuracy_score(labels, preds)),
+        "f1": float(f1_score(labels, preds, average="binary" if binary else "macro", zero_division=0)),
+        "macro_f1": float(f1_score(labels, preds, average="macro", zero_division=0)),
+    }
+
+
+def load_tokenized(data_args: DataArguments, tokenizer):
+    """The task's splits, tokenized (no padding: the collator pads per batch), and its label names."""
+    from .data import load_task, tokenize_task
+
+    splits = load_task(
+        data_args.task,
+        seed=data_args.data_seed,
+        max_train_samples=data_args.max_train_samples,
+        max_eval_samples=data_args.max_eval_samples,
+        glue_dir=data_args.glue_dir,
+    )
+    label_names = splits["train"].features["label"].names
+    return tokenize_task(splits, tokenizer, max_length=data_args.max_length), label_names
+
+
+def train_and_evaluate(model, tokenizer, splits, training_args: TrainingArguments, callbacks=None) -> dict:
+    """Train with `Trainer`, evaluate on validation and test, save the model and `results.json` to output_dir."""
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=splits["train"],
+        eval_dataset=splits["validation"],
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=compute_metrics,
+        callbacks=callbacks,
+    )
+    results = {}
+    if training_args.do_train or not training_args.do_eval:
+        train_output = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        results.update(train_output.metrics)
+    results.update(trainer.evaluate(splits["validation"], metric_key_prefix="eval"))
+    results.update(trainer.evaluate(splits["test"], metric_key_prefix="test"))
+    if trainer.is_world_process_zero():
+        trainer.save_model(training_args.output_dir)
+        path = os.path.join(training_args.output_dir, "results.json")
+        atomic_write(path, lambda p: open(p, "w").write(json.dumps(results, indent=2)))
+    return results

@@ -1,0 +1,234 @@
+"""TT-LoRA model tests, run over the case matrix of one encoder and one decoder base."""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import pytest
+import torch
+from conftest import rel_err, tiny_base, tiny_batch
+from safetensors.torch import load_file
+from transformers import AutoModel, LlamaConfig, LlamaForSequenceClassification
+
+from hf_ttmoe import TTLoRAConfig, TTLoRALinear, TTLoRAModel
+from hf_ttmoe.adapter import CONFIG_NAME, WEIGHTS_NAME
+
+TOL = 1e-5
+
+
+def make_expert(kind, task_type="seq_cls", randomize=True, seed=0, **config_kwargs):
+    base = tiny_base(kind, task_type)
+    config = TTLoRAConfig(base_model_name_or_path=f"tiny-{kind}", task_type=task_type, num_labels=3, tt_rank=3,
+                          **config_kwargs)
+    model = TTLoRAModel(config, base_model=base)
+    if randomize:  # the init makes ΔW = 0; give every core values so the adapters matter
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "ttlora_" in name:
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return model
+
+
+def test_identity_at_init(base_kind):
+    base = tiny_base(base_kind)
+    reference = copy.deepcopy(base)
+    model = TTLoRAModel(TTLoRAConfig(base_model_name_or_path="tiny", num_labels=3), base_model=base)
+    batch = tiny_batch()
+    assert torch.equal(model(**batch).logits, reference(**batch).logits)
+
+
+def test_trainable_parameters_are_cores_and_head_only(base_kind):
+    model = make_expert(base_kind)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    head = {"bert": "model.classifier.", "llama": "model.score."}[base_kind]
+    assert trainable and all(".ttlora_cores." in n or n.startswith(head) for n in trainable)
+    targets = {"bert": ("query", "value"), "llama": ("q_proj", "v_proj")}[base_kind]
+    layers = [n for n, m in model.named_modules() if isinstance(m, TTLoRALinear)]
+    assert len(layers) == 4 and all(n.rsplit(".", 1)[-1] in targets for n in layers)
+    counts = model.num_parameters_by_kind()
+    assert counts["adapter"] == sum(p.numel() for n, p in model.named_parameters() if "ttlora_" in n)
+
+
+@pytest.mark.parametrize("impl", ["contraction", "reconstruction"])
+def test_forward_paths_agree_in_the_model(base_kind, impl):
+    model = make_expert(base_kind)
+    batch = tiny_batch()
+    labels = torch.tensor([0, 1, 2, 1])
+
+    def run():
+        model.zero_grad()
+        out = model(**batch, labels=labels)
+        out.loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if "ttlora_" in n}
+        return out.logits.detach(), grads
+
+    logits_f, grads_f = run()
+    model.set_forward_impl(impl)
+    logits_i, grads_i = run()
+    assert rel_err(logits_i, logits_f) <= TOL
+    assert all(rel_err(grads_i[n], grads_f[n]) <= TOL for n in grads_f)
+    with pytest.raises(ValueError, match="forward_impl='fast'"):
+        model.set_forward_impl("fast")
+
+
+def test_merge_and_unmerge_are_exact(base_kind):
+    model = make_expert(base_kind).eval()
+    batch = tiny_batch()
+    weights = {n: p.clone() for n, p in model.named_parameters() if "base_layer" in n}
+    adapted = model(**batch).logits
+    model.merge()
+    assert rel_err(model(**batch).logits, adapted) <= TOL
+    model.merge()  # idempotent
+    model.unmerge()
+    assert rel_err(model(**batch).logits, adapted) <= TOL
+    for n, p in model.named_parameters():
+        if n in weights:
+            assert (p - weights[n]).abs().max() <= TOL * weights[n].abs().max()
+
+
+def test_save_load_round_trip_saves_only_what_was_trained(base_kind, tmp_path):
+    model = make_expert(base_kind).eval()
+    batch = tiny_batch()
+    model.save_pretrained(tmp_path)
+    assert sorted(os.listdir(tmp_path)) == sorted([CONFIG_NAME, WEIGHTS_NAME])
+    saved = load_file(tmp_path / WEIGHTS_NAME)
+    assert set(saved) == {n for n, p in model.named_parameters() if p.requires_grad}
+    reloaded = TTLoRAModel.from_pretrained(tmp_path, base_model=tiny_base(base_kind))
+    assert not reloaded.training
+    assert torch.equal(reloaded(**batch).logits, model(**batch).logits)
+
+
+def test_auto_model_loads_an_expert(tmp_path):
+    model = make_expert("bert").eval()
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModel.from_pretrained(tmp_path, base_model=tiny_base("bert"))
+    assert isinstance(reloaded, TTLoRAModel)
+    assert torch.equal(reloaded(**tiny_batch()).logits, model(**tiny_batch()).logits)
+
+
+def test_load_refuses_a_different_base_or_shapes(tmp_path):
+    make_expert("bert").save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"architecture .*'model_type': 'llama'.*trained on .*'model_type': 'bert'"):
+        TTLoRAModel.from_pretrained(tmp_path, base_model=tiny_base("llama"))
+    config = TTLoRAConfig.from_pretrained(tmp_path)
+    config.tt_rank = 2
+    with pytest.raises(ValueError, match=r"shape mismatches \['model\.bert\.encoder\.layer\.0.*ttlora_cores\.0: "
+                                          r"\(1, 8, 3\) vs model \(1, 8, 2\)"):
+        TTLoRAModel.from_pretrained(tmp_path, config=config, base_model=tiny_base("bert"))
+    config = TTLoRAConfig.from_pretrained(tmp_path)
+    config.layers_to_transform = [0]
+    with pytest.raises(ValueError, match=r"unexpected \['model\.bert\.encoder\.layer\.1"):
+        TTLoRAModel.from_pretrained(tmp_path, config=config, base_model=tiny_base("bert"))
+
+
+def test_failed_save_leaves_previous_checkpoint_intact(tmp_path, monkeypatch):
+    model = make_expert("bert")
+    model.save_pretrained(tmp_path)
+    before = {f: (tmp_path / f).read_bytes() for f in os.listdir(tmp_path)}
+
+    def boom(tensors, path, metadata=None):
+        open(path, "wb").write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr("hf_ttmoe.adapter.save_file", boom)
+    with torch.no_grad():
+        next(p for n, p in model.named_parameters() if "ttlora_" in n).add_(1.0)
+    with pytest.raises(OSError, match="disk full"):
+        model.save_pretrained(tmp_path)
+    assert {f: (tmp_path / f).read_bytes() for f in os.listdir(tmp_path)} == before
+
+
+def test_config_errors_name_the_bad_value():
+    with pytest.raises(ValueError, match="forward_impl='dense' is not one of"):
+        TTLoRAConfig(forward_impl="dense")
+    with pytest.raises(ValueError, match="tt_rank=0"):
+        TTLoRAConfig(tt_rank=0)
+    with pytest.raises(ValueError, match="task_type='regression'"):
+        TTLoRAConfig(task_type="regression")
+    with pytest.raises(ValueError, match=r"in_modes=\[4, 4\] \(product 16\) does not fit a dimension of 32"):
+        TTLoRAModel(TTLoRAConfig(num_labels=3, tt_shapes={"query": [[4, 4], [4, 8]]}), base_model=tiny_base("bert"))
+    with pytest.raises(ValueError, match=r"target_modules=\['nope'\].*matched no nn.Linear"):
+        TTLoRAModel(TTLoRAConfig(num_labels=3, target_modules=["nope"]), base_model=tiny_base("bert"))
+
+
+def test_causal_lm_expert_has_no_head_and_trains():
+    model = make_expert("llama", task_type="causal_lm")
+    assert model.config.modules_to_save == []
+    batch = tiny_batch(pad_last=0)
+    out = model(**batch, labels=batch["input_ids"])
+    out.loss.backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad)
+    assert {n.split(".")[-3] for n, p in model.named_parameters() if p.requires_grad} == {"q_proj", "v_proj"}
+
+
+def test_layers_to_transform_selects_layers():
+    model = make_expert("llama", layers_to_transform=[1])
+    layers = [n for n, m in model.named_modules() if isinstance(m, TTLoRALinear)]
+    assert layers == ["model.model.layers.1.self_attn.q_proj", "model.model.layers.1.self_attn.v_proj"]
+
+
+LLAMA_1B = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+                num_key_value_heads=8, vocab_size=128256)
+REFERENCE_SHAPES = {"q_proj": [[16, 8, 4, 4], [4, 4, 8, 16]], "v_proj": [[16, 16, 4, 2], [2, 16, 16]]}
+
+
+def _llama_1b_on_meta():
+    with torch.device("meta"):
+        return LlamaForSequenceClassification(LlamaConfig(**LLAMA_1B, num_labels=2))
+
+
+def test_paper_parameter_count_on_meta_device():
+    config = TTLoRAConfig(base_model_name_or_path="meta-llama/Llama-3.2-1B", num_labels=2, tt_rank=5, alpha=16,
+                          tt_shapes=REFERENCE_SHAPES)
+    model = TTLoRAModel(config, base_model=_llama_1b_on_meta())
+    assert model.num_parameters_by_kind()["adapter"] == 33_920
+    assert all(p.device.type == "meta" for p in model.parameters())
+    # automatic layouts choose the cheap order themselves: no more parameters than the hand-made reference shapes
+    auto = TTLoRAModel(TTLoRAConfig(base_model_name_or_path="x", num_labels=2, tt_rank=5),
+                       base_model=_llama_1b_on_meta())
+    q = auto.model.model.layers[0].self_attn.q_proj
+    assert q.in_modes == sorted(q.in_modes, reverse=True) and q.out_modes == sorted(q.out_modes)
+    assert auto.num_parameters_by_kind()["adapter"] <= 33_920
+
+
+def test_lora_r16_equivalent_count_with_peft_on_meta():
+    peft = pytest.importorskip("peft")
+    lora = peft.get_peft_model(_llama_1b_on_meta(), peft.LoraConfig(r=16, target_modules=["q_proj", "v_proj"]))
+    assert sum(p.numel() for n, p in lora.named_parameters() if "lora_" in n) == 1_703_936
+    assert 33_920 / 1_703_936 < 0.02 + 1e-4
+
+
+def test_trainer_trains_saves_and_resumes(tmp_path):
+    from datasets import Dataset
+    from transformers import Trainer, TrainingArguments
+
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1, 100, (32, 8), generator=g)
+    data = Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": torch.ones_like(ids).tolist(),
+                              "labels": (ids[:, 0] % 3).tolist()})
+
+    def run(max_steps, resume=None):
+        torch.manual_seed(0)
+        model = make_expert("bert", randomize=False)
+        args = TrainingArguments(output_dir=str(tmp_path / "run"), max_steps=max_steps, per_device_train_batch_size=8,
+                                 learning_rate=1e-2, save_steps=2, logging_steps=1, report_to=[], use_cpu=True,
+                                 save_total_limit=None, seed=0, data_seed=0)
+        trainer = Trainer(model=model, args=args, train_dataset=data)
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer, model
+
+    trainer, model = run(4)
+    history = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert len(history) == 4
+    ckpt = tmp_path / "run" / "checkpoint-2"
+    assert sorted(f for f in os.listdir(ckpt) if f.endswith((".safetensors", ".json")) and "state" not in f)[:2] == [
+        CONFIG_NAME, WEIGHTS_NAME]
+    assert not any(f.endswith((".bin", ".pt")) and f not in ("optimizer.pt", "scheduler.pt", "rng_state.pth",
+                                                              "training_args.bin") for f in os.listdir(ckpt))
+    final = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    _, resumed = run(4, resume=str(ckpt))
+    for n, p in resumed.named_parameters():
+        if p.requires_grad:
+            assert rel_err(p.detach(), final[n]) <= 1e-5, n
