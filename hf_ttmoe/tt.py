@@ -21,6 +21,7 @@ import torch
 
 __all__ = [
     "factorize",
+    "cheapest_modes",
     "tt_layout",
     "tt_ranks",
     "tt_num_params",
@@ -31,7 +32,8 @@ __all__ = [
     "tt_svd",
 ]
 
-MODE_SIZE = 8  # the automatic factorization aims for modes of about this size
+MODE_SIZE = 8  # `factorize` aims for modes of about this size
+MAX_MODE = 16  # automatic TT layouts use modes up to this size (as the reference layouts do)
 
 
 def _prime_factors(n: int) -> list[int]:
@@ -71,23 +73,57 @@ def factorize(n: int, num_modes: int | None = None) -> list[int]:
     return sorted(modes, reverse=True)
 
 
+def _multiplicative_partitions(n: int, largest: int) -> list[tuple[int, ...]]:
+    """All ways to write `n` as a product of factors >= 2 and <= `largest`, each as a descending tuple."""
+    if n == 1:
+        return [()]
+    return [
+        (f, *rest)
+        for f in range(min(n, largest), 1, -1)
+        if n % f == 0
+        for rest in _multiplicative_partitions(n // f, f)
+    ]
+
+
+def cheapest_modes(n: int, rank: int, max_mode: int = MAX_MODE) -> list[int]:
+    """Modes of `n` (descending) for the cheapest half-chain at TT rank `rank`.
+
+    A half-chain costs `rank · m_end + rank² · Σ m_inner`: the largest mode belongs at the rank-1 end and the rest
+    should be small. Among factorizations into modes ≤ `max_mode` (a prime factor above it is kept whole), pick the
+    cheapest, then the one with fewest modes, then the lexicographically smallest. Deterministic.
+
+    >>> cheapest_modes(2048, 5)
+    [16, 4, 4, 4, 2]
+    >>> cheapest_modes(384, 5)
+    [16, 4, 3, 2]
+    """
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"Cannot factorize {n!r}: expected a positive integer.")
+    big = math.prod(p for p in _prime_factors(n) if p > max_mode)
+    candidates = [tuple(sorted((*([big] if big > 1 else []), *ms), reverse=True))
+                  for ms in _multiplicative_partitions(n // big, max_mode)]
+    candidates = [ms for ms in candidates if ms] or [(1,)]
+    return list(min(candidates, key=lambda ms: (rank * ms[0] + rank * rank * sum(ms[1:]), len(ms), ms)))
+
+
 def tt_layout(
     in_features: int,
     out_features: int,
     in_modes: Sequence[int] | None = None,
     out_modes: Sequence[int] | None = None,
+    rank: int = 5,
 ) -> tuple[list[int], list[int]]:
     """Input and output modes of a TT chain for an `(out_features, in_features)` matrix.
 
     Given modes are kept as they are (their order defines the index mapping) after checking their products. Missing
-    ones are factorized automatically and ordered so the chain is cheapest: input modes descending, output modes
-    ascending, so the largest modes sit at the chain's ends (rank 1) and the small ones meet at the middle rank.
-    That reproduces the TT-LoRA reference layouts, e.g. q_proj `[16, 8, 4, 4 | 4, 4, 8, 16]`.
+    ones are chosen by `cheapest_modes` at this `rank` and ordered so the chain is cheapest: input modes descending,
+    output modes ascending, so the largest modes sit at the chain's ends (rank 1) and the small ones meet at the
+    middle rank, as in the TT-LoRA reference layouts (q_proj `[16, 8, 4, 4 | 4, 4, 8, 16]`).
     """
     if in_modes is None:
-        in_modes = factorize(in_features)
+        in_modes = cheapest_modes(in_features, rank)
     if out_modes is None:
-        out_modes = sorted(factorize(out_features))
+        out_modes = sorted(cheapest_modes(out_features, rank))
     in_modes, out_modes = [int(m) for m in in_modes], [int(m) for m in out_modes]
     for name, modes, size in (("in_modes", in_modes, in_features), ("out_modes", out_modes, out_features)):
         if not modes or any(m < 1 for m in modes) or math.prod(modes) != size:

@@ -56,6 +56,21 @@ def test_factorize_is_balanced_deterministic_and_exact():
         tt.factorize(0)
 
 
+def test_cheapest_modes_minimize_the_half_chain_cost():
+    assert tt.cheapest_modes(2048, 5) == [16, 4, 4, 4, 2]
+    assert tt.cheapest_modes(384, 5) == [16, 4, 3, 2]
+    assert tt.cheapest_modes(1, 5) == [1] and tt.cheapest_modes(13, 5) == [13]
+    assert tt.cheapest_modes(2 * 17, 5) == [17, 2]  # a prime factor above MAX_MODE stays whole
+
+    def cost(ms, r=5):
+        return r * ms[0] + r * r * sum(ms[1:])
+
+    for n in (384, 512, 768, 2048):  # brute force over every ordered factorization into modes <= 16
+        best = min(cost(sorted(p, reverse=True)) for p in tt._multiplicative_partitions(n, 16))
+        assert cost(tt.cheapest_modes(n, 5)) == best
+        assert cost(tt.cheapest_modes(n, 5)) <= cost(tt.factorize(n))
+
+
 def test_layout_keeps_given_modes_and_orders_automatic_ones_cheapest():
     assert tt.tt_layout(2048, 2048, [16, 8, 4, 4], [4, 4, 8, 16]) == ([16, 8, 4, 4], [4, 4, 8, 16])
     assert tt.tt_layout(2048, 512, [16, 16, 4, 2], [2, 16, 16]) == ([16, 16, 4, 2], [2, 16, 16])

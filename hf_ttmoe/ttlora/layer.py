@@ -32,7 +32,10 @@ class TTLoRALinear(nn.Module):
     ):
         super().__init__()
         self.base_layer = base_layer
-        self.in_modes, self.out_modes = tt.tt_layout(base_layer.in_features, base_layer.out_features, in_modes, out_modes)
+        self.in_modes, self.out_modes = tt.tt_layout(
+            base_layer.in_features, base_layer.out_features, in_modes, out_modes,
+            rank=tt_rank if isinstance(tt_rank, int) else max(tt_rank),
+        )
         self.ranks = tt.tt_ranks(len(self.in_modes) + len(self.out_modes), tt_rank)
         self.scaling = alpha / self.ranks[len(self.in_modes)]
         self.forward_impl = forward_impl

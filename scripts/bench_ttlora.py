@@ -1,0 +1,257 @@
+"""Benchmarks of TT-LoRA experts (issue 2). Interleaved repetitions, medians and ratios; never single absolute times.
+
+    python scripts/bench_ttlora.py layer            # per-layer fwd+bwd: base, PEFT LoRA r=16, TT factors/contraction/reconstruction
+    python scripts/bench_ttlora.py step             # full MiniLM training step: TT-LoRA vs PEFT LoRA r=16 (+ head-only, full FT)
+    python scripts/bench_ttlora.py merged           # merged TT-LoRA inference vs base model inference
+    python scripts/bench_ttlora.py quality --glue_dir ../shared/data/glue   # SST-2 accuracy/F1, TT-LoRA vs LoRA, 3 seeds
+
+Results go to benchmarks/results/<name>.json and are printed as markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from hf_ttmoe import DEFAULT_BASE_MODEL, TTLoRAConfig, TTLoRALinear, TTLoRAModel, load_base_model
+
+RESULTS = Path("benchmarks/results")
+
+
+def interleaved(fns: dict, reps: int, warmup: int = 1) -> dict[str, float]:
+    """Median seconds per call of each fn, running them round-robin so machine-speed drift hits all alike."""
+    times = {k: [] for k in fns}
+    for r in tqdm(range(warmup + reps), desc="reps", leave=False):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            if r >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def save(name: str, payload: dict) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2))
+
+
+def peft_lora_linear(linear: nn.Linear, r: int = 16) -> nn.Module:
+    import peft
+
+    holder = nn.Sequential(linear)
+    return peft.get_peft_model(holder, peft.LoraConfig(r=r, lora_alpha=16, target_modules=["0"]))
+
+
+def bench_layer(args) -> None:
+    rows = []
+    for d in args.dims:
+        for batch in args.batches:
+            torch.manual_seed(0)
+            base = nn.Linear(d, d, bias=False).requires_grad_(False)
+            x = torch.randn(batch, args.seq, d)
+            variants = {"base linear": base, "PEFT LoRA r=16": peft_lora_linear(copy.deepcopy(base))}
+            for impl in ("factors", "contraction", "reconstruction"):
+                layer = TTLoRALinear(copy.deepcopy(base), tt_rank=5, forward_impl=impl)
+                with torch.no_grad():  # trained-like, non-zero cores
+                    for p in layer.ttlora_cores:
+                        p.normal_(0, 0.1)
+                variants[f"TT {impl}"] = layer
+
+            def step(module, x=x):
+                xi = x.requires_grad_(True) if args.input_grad else x
+                loss = module(xi).square().mean()
+                if loss.requires_grad:  # the frozen base alone has nothing to back-propagate to
+                    loss.backward()
+                module.zero_grad(set_to_none=True)
+
+            med = interleaved({k: (lambda m=m: step(m)) for k, m in variants.items()}, args.reps)
+            lora = med["PEFT LoRA r=16"]
+            for name, t in med.items():
+                rows.append({"d": d, "batch": batch, "variant": name, "median_s": t, "ratio_to_lora": t / lora})
+            print(f"\nd={d} x=({batch}, {args.seq}, {d})")
+            for name, t in med.items():
+                print(f"| {name:18s} | {t * 1e3:9.1f} ms | {t / lora:5.2f}x LoRA |")
+    save("ttlora_layer", {"args": vars(args), "rows": rows})
+
+
+def saved_activation_bytes(fn) -> int:
+    """Bytes of the distinct tensors autograd saves for backward while `fn` runs (peak activation memory)."""
+    seen, total = set(), 0
+
+    def pack(t):
+        nonlocal total
+        key = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+        if key not in seen:
+            seen.add(key)
+            total += key[1]
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return total
+
+
+def training_state_bytes(model) -> int:
+    """Trainable parameters + their gradients + two AdamW moments."""
+    return sum(p.numel() * p.element_size() * 4 for p in model.parameters() if p.requires_grad)
+
+
+def bench_step(args) -> None:
+    import peft
+
+    torch.manual_seed(0)
+    config = TTLoRAConfig(base_model_name_or_path=DEFAULT_BASE_MODEL, num_labels=2)
+    models = {"TT-LoRA r=5": TTLoRAModel(config)}
+    base = load_base_model(config)
+    models["PEFT LoRA r=16"] = peft.get_peft_model(
+        copy.deepcopy(base), peft.LoraConfig(r=16, lora_alpha=16, target_modules=["query", "value"],
+                                             modules_to_save=["classifier"]))
+    head_only = copy.deepcopy(base).requires_grad_(False)
+    head_only.classifier.requires_grad_(True)
+    models["head only"] = head_only
+    models["full fine-tune"] = copy.deepcopy(base).requires_grad_(True)
+    x = torch.randint(1000, 20000, (args.batch, args.seq))
+    batch = {"input_ids": x, "attention_mask": torch.ones_like(x), "labels": torch.randint(0, 2, (args.batch,))}
+    optimizers = {k: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)
+                  for k, m in models.items()}
+    for m in models.values():
+        m.train()
+
+    def step(name):
+        out = models[name](**batch)
+        out.loss.backward()
+        optimizers[name].step()
+        optimizers[name].zero_grad(set_to_none=True)
+
+    med = interleaved({k: (lambda k=k: step(k)) for k in models}, args.reps)
+    memory = {k: saved_activation_bytes(lambda m=m: m(**batch).loss) + training_state_bytes(m)
+              for k, m in models.items()}
+    trainable = {}
+    for k, m in models.items():
+        names = [n for n, p in m.named_parameters() if p.requires_grad]
+        trainable[k] = {"adapter": sum(p.numel() for n, p in m.named_parameters()
+                                       if p.requires_grad and ("ttlora_" in n or "lora_" in n)),
+                        "all": sum(p.numel() for n, p in m.named_parameters() if n in names)}
+    lora = med["PEFT LoRA r=16"]
+    rows = [{"variant": k, "median_step_s": t, "ratio_to_lora": t / lora, "memory_bytes": memory[k],
+             "memory_ratio_to_lora": memory[k] / memory["PEFT LoRA r=16"], "trainable": trainable[k]}
+            for k, t in med.items()]
+    print(f"\nMiniLM training step, batch {args.batch}, seq {args.seq}")
+    print("| variant | step (median) | / LoRA | activations+train state | / LoRA | adapter params | all trainable |")
+    for r in rows:
+        print(f"| {r['variant']} | {r['median_step_s'] * 1e3:.0f} ms | {r['ratio_to_lora']:.3f} | "
+              f"{r['memory_bytes'] / 2**20:.1f} MiB | {r['memory_ratio_to_lora']:.3f} | "
+              f"{r['trainable']['adapter']:,} | {r['trainable']['all']:,} |")
+    save("ttlora_step", {"args": vars(args), "rows": rows})
+
+
+@torch.no_grad()
+def bench_merged(args) -> None:
+    torch.manual_seed(0)
+    config = TTLoRAConfig(base_model_name_or_path=DEFAULT_BASE_MODEL, num_labels=2)
+    model = TTLoRAModel(config).eval()
+    for n, p in model.named_parameters():
+        if "ttlora_" in n:
+            p.normal_(0, 0.1)
+    base = load_base_model(config).eval()
+    x = torch.randint(1000, 20000, (args.batch, args.seq))
+    batch = {"input_ids": x, "attention_mask": torch.ones_like(x)}
+    unmerged = interleaved({"unmerged": lambda: model(**batch)}, 2)["unmerged"]
+    model.merge()
+    med = interleaved({"base": lambda: base(**batch), "merged TT-LoRA": lambda: model(**batch)}, args.reps)
+    ratio = med["merged TT-LoRA"] / med["base"]
+    print(f"\nMiniLM inference, batch {args.batch}, seq {args.seq}: merged / base = {ratio:.3f} "
+          f"(unmerged / base ≈ {unmerged / med['base']:.3f}, 2 reps)")
+    save("ttlora_merged", {"args": vars(args), "median_s": med, "ratio": ratio,
+                           "unmerged_over_base": unmerged / med["base"]})
+
+
+def bench_quality(args) -> None:
+    import numpy as np
+    import peft
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    from hf_ttmoe import load_tokenizer
+    from hf_ttmoe.training import DataArguments, compute_metrics, load_tokenized
+
+    config = TTLoRAConfig(base_model_name_or_path=DEFAULT_BASE_MODEL, num_labels=2, task="sst2")
+    tokenizer = load_tokenizer(config)
+    data_args = DataArguments(task="sst2", glue_dir=args.glue_dir, max_length=64,
+                              max_train_samples=args.max_train_samples)
+    splits, _ = load_tokenized(data_args, tokenizer)
+    rows = []
+    for seed in args.seeds:
+        for method, lr in (("TT-LoRA r=5", args.tt_lr), ("PEFT LoRA r=16", args.lora_lr)):
+            torch.manual_seed(seed)
+            if method.startswith("TT"):
+                model = TTLoRAModel(config)
+            else:
+                model = peft.get_peft_model(load_base_model(config), peft.LoraConfig(
+                    r=16, lora_alpha=16, target_modules=["query", "value"], modules_to_save=["classifier"]))
+            training_args = TrainingArguments(
+                output_dir=f"runs/bench_quality/{method}-{seed}", num_train_epochs=args.epochs, learning_rate=lr,
+                per_device_train_batch_size=32, per_device_eval_batch_size=128, save_strategy="no",
+                report_to=[], use_cpu=True, seed=seed, logging_steps=50, warmup_steps=0.06, weight_decay=0.0)
+            trainer = Trainer(model=model, args=training_args, train_dataset=splits["train"],
+                              data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=compute_metrics)
+            t0 = time.perf_counter()
+            trainer.train()
+            train_s = time.perf_counter() - t0
+            metrics = trainer.evaluate(splits["test"], metric_key_prefix="test")
+            rows.append({"method": method, "seed": seed, "lr": lr, "train_s": train_s,
+                         **{k: metrics[f"test_{k}"] for k in ("accuracy", "f1", "macro_f1")}})
+            print(rows[-1])
+            save("ttlora_quality", {"args": vars(args), "rows": rows})
+    print(f"\nSST-2 test (872 rows), MiniLM, {args.epochs} epoch(s) on {args.max_train_samples} training rows")
+    print("| method | accuracy | F1 | macro-F1 | seeds |")
+    for method in dict.fromkeys(r["method"] for r in rows):
+        rs = [r for r in rows if r["method"] == method]
+        cells = [f"{100 * np.mean([r[k] for r in rs]):.2f} ± {100 * np.std([r[k] for r in rs]):.2f}"
+                 for k in ("accuracy", "f1", "macro_f1")]
+        print(f"| {method} | {' | '.join(cells)} | {len(rs)} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("layer")
+    p.add_argument("--dims", type=int, nargs="+", default=[384, 2048])
+    p.add_argument("--batches", type=int, nargs="+", default=[32])
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--reps", type=int, default=7)
+    p.add_argument("--input_grad", action="store_true", help="also back-propagate to the layer input")
+    p.set_defaults(fn=bench_layer)
+    p = sub.add_parser("step")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--reps", type=int, default=7)
+    p.set_defaults(fn=bench_step)
+    p = sub.add_parser("merged")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--reps", type=int, default=15)
+    p.set_defaults(fn=bench_merged)
+    p = sub.add_parser("quality")
+    p.add_argument("--glue_dir", required=True)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--max_train_samples", type=int, default=8000)
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--tt_lr", type=float, default=5e-3)
+    p.add_argument("--lora_lr", type=float, default=1e-3)
+    p.set_defaults(fn=bench_quality)
+    args = parser.parse_args()
+    fn = args.fn
+    del args.fn
+    fn(args)
+
+
+if __name__ == "__main__":
+    main()
