@@ -8,6 +8,8 @@ from torch import nn
 
 from .. import tt
 
+CPU_RANK_MULTIPLE = 16
+
 
 class TTLoRALinear(nn.Module):
     """`y = base(x) + scaling · x ΔWᵀ`, ΔW a tensor train of cores `ttlora_cores`.
@@ -63,7 +65,12 @@ class TTLoRALinear(nn.Module):
         cores = list(self.ttlora_cores)
         x = self.dropout(x.to(cores[0].dtype))
         if self.forward_impl == "factors":
-            u, v = tt.tt_factors(cores, self.num_in_modes)
+            u, v = tt.tt_factors(cores, self.num_in_modes)  # (out, r), (r, in)
+            if x.device.type == "cpu" and u.shape[1] % CPU_RANK_MULTIPLE:
+                # CPU GEMM kernels run skinny products of odd width (r = 5) slower than width 16 (measured: 17.6 vs
+                # 14.6 ms at d=384, tokens 4096): pad with zero rank components, which change nothing else.
+                pad = CPU_RANK_MULTIPLE - u.shape[1] % CPU_RANK_MULTIPLE
+                u, v = F.pad(u, (0, pad)), F.pad(v, (0, 0, 0, pad))
             return F.linear(F.linear(x, v), u * self.scaling)  # (..., r) -> (..., out)
         if self.forward_impl == "contraction":
             return self.scaling * tt.tt_contract(x, cores, self.num_in_modes)
