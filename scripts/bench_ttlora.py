@@ -1,9 +1,9 @@
 """Benchmarks of TT-LoRA experts (issue 2). Interleaved repetitions, medians and ratios; never single absolute times.
 
-    python scripts/bench_ttlora.py layer            # per-layer fwd+bwd: base, PEFT LoRA r=16, TT factors/contraction/reconstruction
-    python scripts/bench_ttlora.py step             # full MiniLM training step: TT-LoRA vs PEFT LoRA r=16 (+ head-only, full FT)
-    python scripts/bench_ttlora.py merged           # merged TT-LoRA inference vs base model inference
-    python scripts/bench_ttlora.py quality --glue_dir ../shared/data/glue   # SST-2 accuracy/F1, TT-LoRA vs LoRA, 3 seeds
+    python scripts/bench_ttlora.py layer    # per-layer fwd+bwd: base, PEFT LoRA r=16, the 3 TT paths
+    python scripts/bench_ttlora.py step     # MiniLM training step: TT-LoRA vs PEFT LoRA r=16 (+ head-only, full FT)
+    python scripts/bench_ttlora.py merged   # merged TT-LoRA inference vs base model inference
+    python scripts/bench_ttlora.py quality --glue_dir ../shared/data/glue   # SST-2 accuracy/F1 vs LoRA, 3 seeds
 
 Results go to benchmarks/results/<name>.json and are printed as markdown tables.
 """
