@@ -4,6 +4,7 @@ from transformers import AutoConfig, AutoModel
 
 from . import tt
 from .adapter import DEFAULT_BASE_MODEL, AdapterConfig, AdapterModel, load_base_model, load_tokenizer
+from .data import EMBEDDED_TASKS, load_task, mixed_tasks, tokenize_task
 from .ttlora import TTLoRAConfig, TTLoRALinear, TTLoRAModel
 
 __version__ = "0.1.0"
@@ -14,12 +15,16 @@ for _config, _model in ((TTLoRAConfig, TTLoRAModel),):
 
 __all__ = [
     "DEFAULT_BASE_MODEL",
+    "EMBEDDED_TASKS",
     "AdapterConfig",
     "AdapterModel",
     "TTLoRAConfig",
     "TTLoRALinear",
     "TTLoRAModel",
     "load_base_model",
+    "load_task",
     "load_tokenizer",
+    "mixed_tasks",
+    "tokenize_task",
     "tt",
 ]

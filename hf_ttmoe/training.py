@@ -11,6 +11,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
 from .adapter import atomic_write
+from .distributed import check_deepspeed_config
 
 
 @dataclass
@@ -26,7 +27,7 @@ class DataArguments:
     max_length: int = field(default=128, metadata={"help": "Truncate inputs to this many tokens."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Cap the training split (deterministic)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Cap validation/test splits."})
-    data_seed: int = field(default=42, metadata={"help": "Seed of the train/validation/test split."})
+    split_seed: int = field(default=42, metadata={"help": "Seed of the train/validation/test split and caps."})
 
 
 def compute_metrics(eval_pred) -> dict[str, float]:
@@ -48,7 +49,7 @@ def load_tokenized(data_args: DataArguments, tokenizer):
 
     splits = load_task(
         data_args.task,
-        seed=data_args.data_seed,
+        seed=data_args.split_seed,
         max_train_samples=data_args.max_train_samples,
         max_eval_samples=data_args.max_eval_samples,
         glue_dir=data_args.glue_dir,
@@ -59,6 +60,7 @@ def load_tokenized(data_args: DataArguments, tokenizer):
 
 def train_and_evaluate(model, tokenizer, splits, training_args: TrainingArguments, callbacks=None) -> dict:
     """Train with `Trainer`, evaluate on validation and test, save the model and `results.json` to output_dir."""
+    check_deepspeed_config(training_args.deepspeed, cpu=training_args.use_cpu)
     trainer = Trainer(
         model=model,
         args=training_args,
@@ -68,10 +70,7 @@ def train_and_evaluate(model, tokenizer, splits, training_args: TrainingArgument
         compute_metrics=compute_metrics,
         callbacks=callbacks,
     )
-    results = {}
-    if training_args.do_train or not training_args.do_eval:
-        train_output = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-        results.update(train_output.metrics)
+    results = dict(trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint).metrics)
     results.update(trainer.evaluate(splits["validation"], metric_key_prefix="eval"))
     results.update(trainer.evaluate(splits["test"], metric_key_prefix="test"))
     if trainer.is_world_process_zero():

@@ -120,3 +120,17 @@ def test_zero3_with_partitioned_adapters(kind, base_dir, reference, zero3_partit
     assert "ZeRO-3 partitions" in report["save_error"] and "gathered_adapter_state_dict" in report["save_error"]
     assert report["gathered_shapes"] == report["saved_shapes"] == reference[kind]["saved_shapes"]
     check_against_reference(report, reference[kind], tmp_path, kind, base_dir)
+
+
+def test_deepspeed_config_checks_name_the_problem():
+    from hf_ttmoe.distributed import check_deepspeed_config
+
+    for stage in (2, 3):
+        assert check_deepspeed_config(ROOT / f"scripts/ds_configs/zero{stage}.json", cpu=True)
+    with pytest.raises(ValueError, match=r"zero_optimization.stage=4 is not a ZeRO stage; valid: \(0, 1, 2, 3\)"):
+        check_deepspeed_config({"zero_optimization": {"stage": 4}})
+    with pytest.raises(ValueError, match="stage3_gather_16bit_weights_on_model_save=true"):
+        check_deepspeed_config({"zero_optimization": {"stage": 3}})
+    with pytest.raises(ValueError, match="optimizer.type='AdamW' without params.torch_adam=true on CPU"):
+        check_deepspeed_config({"optimizer": {"type": "AdamW", "params": {}}}, cpu=True)
+    assert check_deepspeed_config({"optimizer": {"type": "AdamW", "params": {}}}, cpu=False)
