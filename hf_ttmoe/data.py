@@ -39,8 +39,15 @@ def _package_dir(package: str) -> Path:
 
 
 def _stratified_split(rows: list[tuple[str, int]], seed: int) -> dict[str, list[tuple[str, int]]]:
-    """Deterministic stratified 80/10/10 split of (text, label) rows (duplicates removed, first kept)."""
-    unique = list(dict.fromkeys(rows))
+    """Deterministic stratified 80/10/10 split of (text, label) rows.
+
+    Duplicate texts are kept once, and texts that occur under different labels are dropped (they are ambiguous,
+    e.g. an English line inside the French dialogue corpus), so no text is in two splits.
+    """
+    labels_of = defaultdict(set)
+    for text, label in rows:
+        labels_of[text].add(label)
+    unique = [(text, label) for text, label in dict.fromkeys(rows) if len(labels_of[text]) == 1]
     by_label = defaultdict(list)
     for row in unique:
         by_label[row[1]].append(row)
