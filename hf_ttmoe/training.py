@@ -59,7 +59,10 @@ def load_tokenized(data_args: DataArguments, tokenizer):
 
 
 def train_and_evaluate(model, tokenizer, splits, training_args: TrainingArguments, callbacks=None) -> dict:
-    """Train with `Trainer`, evaluate on validation and test, save the model and `results.json` to output_dir."""
+    """Train with `Trainer`, evaluate on validation and test, save the model and `results.json` to output_dir.
+
+    `model` is one of our `AdapterModel`s.
+    """
     check_deepspeed_config(training_args.deepspeed, cpu=training_args.use_cpu)
     trainer = Trainer(
         model=model,
@@ -73,8 +76,11 @@ def train_and_evaluate(model, tokenizer, splits, training_args: TrainingArgument
     results = dict(trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint).metrics)
     results.update(trainer.evaluate(splits["validation"], metric_key_prefix="eval"))
     results.update(trainer.evaluate(splits["test"], metric_key_prefix="test"))
+    # Only the expert itself goes to output_dir (no tokenizer copy, no pickled TrainingArguments); gathering just
+    # the adapter weights is a collective under ZeRO-3, so every rank takes part.
+    state_dict = model.gathered_adapter_state_dict()
     if trainer.is_world_process_zero():
-        trainer.save_model(training_args.output_dir)
+        model.save_pretrained(training_args.output_dir, state_dict=state_dict)
         path = os.path.join(training_args.output_dir, "results.json")
         atomic_write(path, lambda p: open(p, "w").write(json.dumps(results, indent=2)))
     return results

