@@ -5,17 +5,22 @@ from transformers import AutoConfig, AutoModel
 from . import tt
 from .adapter import DEFAULT_BASE_MODEL, AdapterConfig, AdapterModel, load_base_model, load_tokenizer
 from .data import EMBEDDED_TASKS, load_task, mixed_tasks, tokenize_task
+from .moe_lora import DenseMoELoRAConfig, DenseMoELoRALinear, DenseMoELoRAModel, DenseMoELoRAOutput
 from .ttlora import TTLoRAConfig, TTLoRALinear, TTLoRAModel
 
 __version__ = "0.1.0"
 
-for _config, _model in ((TTLoRAConfig, TTLoRAModel),):
+for _config, _model in ((TTLoRAConfig, TTLoRAModel), (DenseMoELoRAConfig, DenseMoELoRAModel)):
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
     AutoModel.register(_config, _model, exist_ok=True)
 
 __all__ = [
     "DEFAULT_BASE_MODEL",
     "EMBEDDED_TASKS",
+    "DenseMoELoRAConfig",
+    "DenseMoELoRALinear",
+    "DenseMoELoRAModel",
+    "DenseMoELoRAOutput",
     "AdapterConfig",
     "AdapterModel",
     "TTLoRAConfig",

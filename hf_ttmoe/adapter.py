@@ -193,6 +193,7 @@ class AdapterModel(PreTrainedModel):
 
     base_model_prefix = "model"
     adapter_prefix: ClassVar[str] = ""
+    default_target_modules: ClassVar[dict[str, list[str]]] = DEFAULT_TARGET_MODULES
     supports_gradient_checkpointing = True
     _supports_sdpa = True
 
@@ -213,7 +214,7 @@ class AdapterModel(PreTrainedModel):
         if config.base_model_name_or_path is None:
             config.base_model_name_or_path = base_model.config.name_or_path
         if config.target_modules is None:
-            config.target_modules = self._default_target_modules(base_model.config.model_type)
+            config.target_modules = self._default_targets(base_model.config.model_type)
         if config.modules_to_save is None:
             config.modules_to_save = self._default_modules_to_save()
         self._inject_adapters()
@@ -223,9 +224,9 @@ class AdapterModel(PreTrainedModel):
 
     # ----- construction -----
 
-    def _default_target_modules(self, model_type: str) -> list[str]:
-        if model_type in DEFAULT_TARGET_MODULES:
-            return list(DEFAULT_TARGET_MODULES[model_type])
+    def _default_targets(self, model_type: str) -> list[str]:
+        if model_type in self.default_target_modules:
+            return list(self.default_target_modules[model_type])
         linears = sorted({n.rsplit(".", 1)[-1] for n, m in self.model.named_modules() if isinstance(m, nn.Linear)})
         raise ValueError(
             f"No default target_modules for model_type={model_type!r}; pass target_modules= with some of {linears}."
@@ -238,13 +239,19 @@ class AdapterModel(PreTrainedModel):
         return sorted(set(names) | set(getattr(self.model, "_hf_ttmoe_new_modules", [])))
 
     def _target_names(self) -> list[str]:
-        targets, layers = set(self.config.target_modules), self.config.layers_to_transform
+        """Linear modules to adapt: a target without a dot matches the last name component ("query"); a dotted
+        target matches the path inside its layer exactly ("output.dense" is BERT's FFN output, not
+        "attention.output.dense")."""
+        targets, layers = self.config.target_modules, self.config.layers_to_transform
+
+        def matches(name: str) -> bool:
+            in_layer = _LAYER_INDEX.split(f".{name}")[-1]  # path after ".layer.N."
+            return any(in_layer == t if "." in t else name.rsplit(".", 1)[-1] == t for t in targets)
+
         names = [
             name
             for name, module in self.model.named_modules()
-            if isinstance(module, nn.Linear)
-            and name.rsplit(".", 1)[-1] in targets
-            and (layers is None or _layer_index(name) in layers)
+            if isinstance(module, nn.Linear) and matches(name) and (layers is None or _layer_index(name) in layers)
         ]
         if not names:
             raise ValueError(

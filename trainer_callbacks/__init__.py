@@ -1,1 +1,5 @@
 """Small TrainerCallbacks, one job each."""
+
+from .balance_loss import BalanceLossCallback
+
+__all__ = ["BalanceLossCallback"]

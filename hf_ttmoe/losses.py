@@ -1,0 +1,84 @@
+"""Auxiliary losses for mixture-of-experts gates, as free functions.
+
+Router logits come per layer as `(batch, seq, num_experts)` (or `(tokens, num_experts)`); `attention_mask` is
+`(batch, seq)` with 1 for real tokens. Padding tokens never count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def _flatten(router_logits: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """`(tokens, E)` logits of the non-padding tokens of one layer."""
+    logits = router_logits.reshape(-1, router_logits.shape[-1])  # (B·T, E)
+    if attention_mask is None:
+        return logits
+    return logits[attention_mask.reshape(-1).bool()]
+
+
+def load_balancing_loss(
+    router_logits: Sequence[torch.Tensor] | torch.Tensor,
+    num_experts: int,
+    top_k: int | None = None,
+    attention_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""Switch Transformer load-balancing loss (Fedus et al. 2021, eqs. 4-6), averaged over layers.
+
+    For each layer, over its N non-padding tokens x:
+
+        loss = E · Σ_i f_i · P_i,   f_i = (1/N) Σ_x 1[x is dispatched to i] / k,   P_i = (1/N) Σ_x p_i(x)
+
+    where p(x) is the softmax of the router logits and "dispatched" is the top-k assignment (top-1 for a dense
+    gate, `top_k=None`, as in Switch). Dividing by k makes Σ_i f_i = 1, so a perfectly balanced router scores 1 for
+    any k. Only P carries gradient (f is a count), which pushes probability mass away from overloaded experts.
+
+    Args:
+        router_logits: one `(batch, seq, E)` tensor per layer (a sequence, or stacked on a leading layer axis).
+        num_experts: E.
+        top_k: experts per token; `None` = dense gate, counted as top-1.
+        attention_mask: `(batch, seq)`, 1 for real tokens; `None` = all tokens count.
+    """
+    k = top_k or 1
+    losses = []
+    for layer_logits in router_logits:
+        logits = _flatten(layer_logits, attention_mask)  # (N, E)
+        if logits.shape[0] == 0:
+            continue
+        probs = logits.float().softmax(-1)
+        chosen = probs.topk(k, dim=-1).indices  # (N, k)
+        dispatch = torch.zeros_like(probs).scatter_(-1, chosen, 1.0)  # (N, E)
+        f = dispatch.mean(0) / k
+        p = probs.mean(0)
+        losses.append(num_experts * (f * p).sum())
+    if not losses:
+        return torch.zeros((), device=router_logits[0].device)
+    return torch.stack(losses).mean()
+
+
+def router_z_loss(
+    router_logits: Sequence[torch.Tensor] | torch.Tensor, attention_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    r"""Router z-loss (Zoph et al. 2022, ST-MoE, eq. 5), averaged over layers: `(1/N) Σ_x (log Σ_j exp(z_j(x)))²`.
+
+    Keeps router logits small, which stabilizes training. Non-padding tokens only.
+    """
+    losses = []
+    for layer_logits in router_logits:
+        logits = _flatten(layer_logits, attention_mask)
+        if logits.shape[0]:
+            losses.append(torch.logsumexp(logits.float(), dim=-1).square().mean())
+    if not losses:
+        return torch.zeros((), device=router_logits[0].device)
+    return torch.stack(losses).mean()
+
+
+def gate_entropy(router_logits: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean entropy (nats) of one layer's gate distribution over non-padding tokens."""
+    probs = _flatten(router_logits, attention_mask).float().softmax(-1)
+    return -(probs * probs.clamp_min(1e-12).log()).sum(-1).mean()
+
+
+__all__ = ["gate_entropy", "load_balancing_loss", "router_z_loss"]

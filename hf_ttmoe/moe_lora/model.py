@@ -1,0 +1,122 @@
+"""Dense MoE-LoRA model: a frozen base with gated LoRA experts in its feed-forward linears, plus the task head."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers.utils import ModelOutput
+
+from ..adapter import AdapterModel
+from ..losses import gate_entropy, load_balancing_loss, router_z_loss
+from .config import DenseMoELoRAConfig
+from .layer import DenseMoELoRALinear
+
+FFN_TARGET_MODULES = {  # both feed-forward linears, as paths inside a layer
+    "bert": ["intermediate.dense", "output.dense"],
+    "roberta": ["intermediate.dense", "output.dense"],
+    "xlm-roberta": ["intermediate.dense", "output.dense"],
+    "electra": ["intermediate.dense", "output.dense"],
+    "distilbert": ["ffn.lin1", "ffn.lin2"],
+    "llama": ["mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"],
+    "mistral": ["mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"],
+    "qwen2": ["mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"],
+}
+
+
+@dataclass
+class DenseMoELoRAOutput(ModelOutput):
+    """Outputs of `DenseMoELoRAModel`, following the transformers MoE output contract.
+
+    Args:
+        loss: task loss + `router_aux_loss_coef · aux_loss` + `router_z_loss_coef · z_loss`, only with labels.
+        logits: the base model's logits.
+        aux_loss: load-balancing loss, averaged over layers (always computed).
+        z_loss: router z-loss, averaged over layers.
+        router_logits: per adapted layer, `(batch, seq, num_experts)`, with `output_router_logits`.
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    aux_loss: torch.Tensor | None = None
+    z_loss: torch.Tensor | None = None
+    router_logits: tuple[torch.Tensor, ...] | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+class DenseMoELoRAModel(AdapterModel):
+    """Dense MoE-LoRA on any HF encoder or decoder. See `DenseMoELoRAConfig`.
+
+    The balance-loss coefficient in use is `self.router_aux_loss_coef` (initialized from the config), so a callback
+    can schedule it. Running routing statistics of training forwards accumulate in `self.routing_stats` (tensors, so
+    they can be all-reduced across ranks) until `pop_routing_stats()`.
+    """
+
+    config_class = DenseMoELoRAConfig
+    adapter_prefix = "moelora_"
+    default_target_modules = FFN_TARGET_MODULES
+
+    def __init__(self, config: DenseMoELoRAConfig, base_model=None):
+        super().__init__(config, base_model)
+        self.router_aux_loss_coef = config.router_aux_loss_coef
+        self.routing_stats: dict[str, torch.Tensor] = {}
+
+    def _make_adapter_layer(self, name: str, linear: nn.Linear) -> DenseMoELoRALinear:
+        c = self.config
+        return DenseMoELoRALinear(linear, c.num_experts, c.lora_rank, c.lora_alpha, c.num_experts_per_tok,
+                                  c.lora_dropout, c.router_jitter_noise)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
+                labels=None, output_router_logits: bool | None = None, **kwargs) -> DenseMoELoRAOutput:
+        out = super().forward(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                              position_ids=position_ids, inputs_embeds=inputs_embeds, labels=labels, **kwargs)
+        layers = self.adapter_layers()
+        router_logits = tuple(layer.router_logits for layer in layers)  # each (B, T, E)
+        for layer in layers:
+            layer.router_logits = None
+        aux = load_balancing_loss(router_logits, self.config.num_experts, self.config.num_experts_per_tok,
+                                  attention_mask)
+        z = router_z_loss(router_logits, attention_mask)
+        loss = None
+        if labels is not None:
+            loss = out.loss + self.router_aux_loss_coef * aux + self.config.router_z_loss_coef * z
+        if self.training:
+            self._accumulate_stats(router_logits, attention_mask, aux)
+        if output_router_logits is None:
+            output_router_logits = self.config.output_router_logits
+        return DenseMoELoRAOutput(
+            loss=loss, logits=out.logits, aux_loss=aux, z_loss=z,
+            router_logits=router_logits if output_router_logits else None,
+            hidden_states=getattr(out, "hidden_states", None), attentions=getattr(out, "attentions", None),
+        )
+
+    @torch.no_grad()
+    def _accumulate_stats(self, router_logits, attention_mask, aux) -> None:
+        """Add this forward's routing statistics as sums (token counts, not fractions), so that sums over steps and
+        over ranks divide into exact global averages."""
+        num_experts, top_k = self.config.num_experts, self.config.num_experts_per_tok or 1
+        stats = {"expert_slots": torch.zeros(num_experts), "slots": torch.zeros(()), "entropy_sum": torch.zeros(()),
+                 "tokens": torch.zeros(()), "aux_loss_sum": aux.detach().float().cpu(), "forwards": torch.ones(())}
+        for logits in router_logits:
+            flat = logits.detach().reshape(-1, num_experts)  # (N, E)
+            if attention_mask is not None:
+                flat = flat[attention_mask.reshape(-1).bool()]
+            chosen = flat.topk(top_k, dim=-1).indices.reshape(-1).cpu()
+            stats["expert_slots"] += torch.bincount(chosen, minlength=num_experts).float()
+            stats["slots"] += chosen.numel()
+            stats["entropy_sum"] += gate_entropy(flat).cpu() * flat.shape[0]
+            stats["tokens"] += flat.shape[0]
+        for key, value in stats.items():
+            self.routing_stats[key] = self.routing_stats.get(key, 0) + value
+
+    def pop_routing_stats(self) -> dict[str, torch.Tensor]:
+        """Sums of routing statistics over training forwards since the last call, then reset. Keys: `expert_slots`
+        `(E,)` and `slots` (tokens × k routed, over layers), `entropy_sum` and `tokens` (gate entropy over tokens and
+        layers), `aux_loss_sum` and `forwards`."""
+        stats, self.routing_stats = self.routing_stats, {}
+        return stats
+
+
+__all__ = ["DenseMoELoRAModel", "DenseMoELoRAOutput"]
