@@ -24,4 +24,22 @@ def build_model(kind: str, base_dir: str):
         from hf_ttmoe import TTLoRAConfig, TTLoRAModel
 
         return TTLoRAModel(TTLoRAConfig(base_model_name_or_path=base_dir, num_labels=3, tt_rank=3))
-    raise ValueError(f"unknown model kind {kind!r}; known: ttlora")
+    if kind == "moe_lora":
+        from hf_ttmoe import DenseMoELoRAConfig, DenseMoELoRAModel
+
+        # the balance loss is computed per rank (as Switch does per device), so it is left out of the loss here to
+        # compare losses exactly; its statistics are still logged and must be reduced over ranks
+        return DenseMoELoRAModel(DenseMoELoRAConfig(base_model_name_or_path=base_dir, num_labels=3, num_experts=4,
+                                                    lora_rank=2, router_aux_loss_coef=0.0))
+    raise ValueError(f"unknown model kind {kind!r}; known: {KINDS}")
+
+
+def callbacks_for(kind: str) -> list:
+    if kind == "moe_lora":
+        from trainer_callbacks import BalanceLossCallback
+
+        return [BalanceLossCallback()]
+    return []
+
+
+KINDS = ("ttlora", "moe_lora")

@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from transformers import Trainer, TrainingArguments
 
 sys.path.insert(0, os.path.dirname(__file__))
-from dist_models import BATCH, GLOBAL_BATCH, build_model, make_dataset  # noqa: E402
+from dist_models import BATCH, GLOBAL_BATCH, build_model, callbacks_for, make_dataset  # noqa: E402
 
 
 def main() -> None:
@@ -47,7 +47,8 @@ def main() -> None:
     model = build_model(args.kind, args.base_dir)
     frozen_before = {n: p.ds_numel if hasattr(p, "ds_numel") else p.numel()
                      for n, p in model.named_parameters() if not p.requires_grad}
-    trainer = Trainer(model=model, args=training_args, train_dataset=Dataset.from_dict(make_dataset()))
+    trainer = Trainer(model=model, args=training_args, train_dataset=Dataset.from_dict(make_dataset()),
+                      callbacks=callbacks_for(args.kind))
     trainer.train()
     trainer.save_model(os.path.join(args.out_dir, "final"))
 
@@ -64,17 +65,23 @@ def main() -> None:
     # every rank (collective under ZeRO-3): merged outputs equal unmerged outputs
     model.eval()
     batch = {k: torch.tensor(v[:BATCH]) for k, v in make_dataset().items() if k != "labels"}
+    mergeable = args.kind != "moe_lora"  # a per-token expert mixture cannot be folded into one weight
     with torch.no_grad():
         unmerged = model(**batch).logits
-        model.merge()
+        if mergeable:
+            model.merge()
         merged = model(**batch).logits
-        model.unmerge()
+        if mergeable:
+            model.unmerge()
         restored = model(**batch).logits
     # ZeRO-3 with partitioned adapters: a plain save refuses clearly; the gathered state dict saves completely
-    save_error, gathered_shapes = None, None
+    save_error, gathered_shapes, ungathered_shapes = None, None, None
     if zero3:
+        ungathered = os.path.join(args.out_dir, "ungathered")
         try:
-            model.save_pretrained(os.path.join(args.out_dir, "ungathered"), is_main_process=False)
+            model.save_pretrained(ungathered, is_main_process=trainer.is_world_process_zero())
+            if trainer.is_world_process_zero():
+                ungathered_shapes = {k: list(v.shape) for k, v in load_file(f"{ungathered}/model.safetensors").items()}
         except RuntimeError as err:
             save_error = str(err)
         state = model.gathered_adapter_state_dict()
@@ -90,7 +97,9 @@ def main() -> None:
             "merge_rel_err": ((merged - unmerged).norm() / unmerged.norm()).item(),
             "unmerge_rel_err": ((restored - unmerged).norm() / unmerged.norm()).item(),
             "saved_shapes": {k: list(v.shape) for k, v in saved.items()},
-            "save_error": save_error, "gathered_shapes": gathered_shapes,
+            "save_error": save_error, "gathered_shapes": gathered_shapes, "ungathered_shapes": ungathered_shapes,
+            "routing_logs": [{k: v for k, v in h.items() if k.startswith(("expert_load", "gate_entropy"))}
+                             for h in trainer.state.log_history if "expert_load/0" in h],
             "partitioned": sorted(n for n, p in named.items() if getattr(p, "ds_id", None) is not None
                                   and p.numel() == 0 and p.requires_grad),
         }

@@ -23,9 +23,7 @@ pytest.importorskip("deepspeed")
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "dist_worker.py"
 sys.path.insert(0, str(ROOT / "tests"))
-from dist_models import BATCH, make_dataset  # noqa: E402
-
-KINDS = ["ttlora"]
+from dist_models import BATCH, KINDS, make_dataset  # noqa: E402
 
 
 def free_port() -> int:
@@ -95,9 +93,15 @@ def check_against_reference(report: dict, ref: dict, out_dir: Path, kind: str, b
     # saved weights are complete (no empty ZeRO-3 partitions) and reload in a fresh process to the same outputs
     assert report["saved_shapes"] == ref["saved_shapes"]
     assert all(n > 0 for shape in report["saved_shapes"].values() for n in shape)
-    from hf_ttmoe import TTLoRAModel
+    # routing statistics logged by our callbacks are reduced over ranks: equal to the single-process ones
+    assert len(report["routing_logs"]) == len(ref["routing_logs"])
+    for got, want in zip(report["routing_logs"], ref["routing_logs"]):
+        assert got.keys() == want.keys() and all(abs(got[k] - want[k]) <= 1e-5 for k in want)
+    from transformers import AutoModel
 
-    model = TTLoRAModel.from_pretrained(out_dir / "final", base_model=None)
+    import hf_ttmoe  # noqa: F401  (registers our models with AutoModel)
+
+    model = AutoModel.from_pretrained(out_dir / "final")
     batch = {k: torch.tensor(v[:BATCH]) for k, v in make_dataset().items() if k != "labels"}
     with torch.no_grad():
         logits = model(**batch).logits
@@ -117,7 +121,11 @@ def test_two_processes_match_one(stage, kind, base_dir, reference, tmp_path):
 def test_zero3_with_partitioned_adapters(kind, base_dir, reference, zero3_partitioned_config, tmp_path):
     report = launch(tmp_path, kind, base_dir, nproc=2, deepspeed=zero3_partitioned_config)
     assert report["partitioned"], "expected the adapters themselves to be partitioned in this configuration"
-    assert "ZeRO-3 partitions" in report["save_error"] and "gathered_adapter_state_dict" in report["save_error"]
+    # a plain save_pretrained either refuses, naming the fix, or (weights whole at that moment) saves them complete
+    if report["save_error"] is not None:
+        assert "ZeRO-3 partitions" in report["save_error"] and "gathered_adapter_state_dict" in report["save_error"]
+    else:
+        assert report["ungathered_shapes"] == reference[kind]["saved_shapes"]
     assert report["gathered_shapes"] == report["saved_shapes"] == reference[kind]["saved_shapes"]
     check_against_reference(report, reference[kind], tmp_path, kind, base_dir)
 

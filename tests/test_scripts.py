@@ -53,3 +53,19 @@ def test_demo_reaches_useful_accuracy(tmp_path):
 
     results = main(DEFAULTS + ["--output_dir", str(tmp_path)])
     assert results["test_accuracy"] > 0.7
+
+
+def test_train_moe_lora_script(tmp_path):
+    from train_moe_lora import main
+
+    out = tmp_path / "moe"
+    results = main(["--task", "rotten_tomatoes", "--output_dir", str(out), "--max_train_samples", "32",
+                    "--max_eval_samples", "16", "--max_length", "24", "--max_steps", "2", "--num_experts", "4",
+                    "--layers_to_transform", "4", "5", "--per_device_train_batch_size", "16", "--logging_steps", "1",
+                    "--report_to", "none", "--use_cpu", "--save_strategy", "no"])
+    assert {"test_accuracy", "test_f1", "test_macro_f1"} <= set(results)
+    from hf_ttmoe import DenseMoELoRAModel
+
+    model = DenseMoELoRAModel.from_pretrained(out)
+    assert model.config.num_experts == 4 and model.config.layers_to_transform == [4, 5]
+    assert len(model.adapter_layers()) == 4
