@@ -6,11 +6,16 @@ from . import tt
 from .adapter import DEFAULT_BASE_MODEL, AdapterConfig, AdapterModel, load_base_model, load_tokenizer
 from .data import EMBEDDED_TASKS, load_task, mixed_tasks, tokenize_task
 from .moe_lora import DenseMoELoRAConfig, DenseMoELoRALinear, DenseMoELoRAModel, DenseMoELoRAOutput
+from .router import TTLoRAMoEConfig, TTLoRAMoEModel, TTLoRAMoEOutput
 from .ttlora import TTLoRAConfig, TTLoRALinear, TTLoRAModel
 
 __version__ = "0.1.0"
 
-for _config, _model in ((TTLoRAConfig, TTLoRAModel), (DenseMoELoRAConfig, DenseMoELoRAModel)):
+for _config, _model in (
+    (TTLoRAConfig, TTLoRAModel),
+    (DenseMoELoRAConfig, DenseMoELoRAModel),
+    (TTLoRAMoEConfig, TTLoRAMoEModel),
+):
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
     AutoModel.register(_config, _model, exist_ok=True)
 
@@ -25,6 +30,9 @@ __all__ = [
     "AdapterModel",
     "TTLoRAConfig",
     "TTLoRALinear",
+    "TTLoRAMoEConfig",
+    "TTLoRAMoEModel",
+    "TTLoRAMoEOutput",
     "TTLoRAModel",
     "load_base_model",
     "load_task",

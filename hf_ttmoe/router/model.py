@@ -1,0 +1,445 @@
+"""TT-LoRA MoE: frozen TT-LoRA experts composed on one base model, and a sparse top-1 router that picks one per input.
+
+The experts' factors are precomputed and stacked, so a batch whose rows use different experts runs in one pass
+(`MixedTTLoRALinear`). The router reads the base model's hidden state after layer `router_layer`, captured by a
+forward hook: when no expert adapts a layer below it (always so for `router_layer=0`, the embeddings), routing costs
+nothing extra; otherwise the prefix is run once without adapters to route, then the model runs with the experts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .. import tt
+from ..adapter import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    _layer_index,
+    atomic_write,
+    base_signature,
+    is_partitioned,
+    load_base_model,
+)
+from ..losses import load_balancing_loss
+from ..ttlora import TTLoRAConfig
+from .config import TTLoRAMoEConfig
+from .layer import MixedHead, MixedTTLoRALinear
+from .router import Router
+
+CORE_TAG = ".ttlora_cores."
+ENCODER_TYPES = ("bert", "roberta", "xlm-roberta", "electra", "distilbert")
+
+
+@dataclass
+class Expert:
+    """One frozen expert as read from its directory: config and tensors."""
+
+    repo_id: str
+    revision: str | None
+    task: str
+    path: str
+    config: TTLoRAConfig
+    tensors: dict[str, torch.Tensor]
+
+    @property
+    def num_labels(self) -> int:
+        return self.config.num_labels
+
+    def modules(self) -> list[str]:
+        return sorted({k.split(CORE_TAG)[0] for k in self.tensors if CORE_TAG in k})
+
+    def cores(self, module: str) -> list[torch.Tensor]:
+        n = sum(1 for k in self.tensors if k.startswith(module + CORE_TAG))
+        return [self.tensors[f"{module}{CORE_TAG}{j}"] for j in range(n)]
+
+
+def resolve_expert_dir(repo_id: str, revision: str | None = None, root: str | None = None, **hub_kwargs) -> str:
+    """A local directory holding the expert: `repo_id` itself, or relative to `root`, or downloaded from the Hub."""
+    for candidate in (repo_id, os.path.join(root, repo_id) if root else None):
+        if candidate and os.path.isdir(candidate):
+            return candidate
+    if os.path.isabs(repo_id) or repo_id.startswith(".") or repo_id.count("/") > 1:
+        raise FileNotFoundError(f"no directory {repo_id!r}" + (f" (nor relative to {root!r})" if root else ""))
+    from huggingface_hub import snapshot_download
+
+    hub_kwargs = {k: v for k, v in hub_kwargs.items() if v is not None}
+    return snapshot_download(repo_id, revision=revision, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME], **hub_kwargs)
+
+
+def load_expert(entry: dict, root: str | None = None, **hub_kwargs) -> Expert:
+    """Read one expert's config and safetensors (no model is built). Errors name the expert."""
+    repo_id, revision = entry["repo_id"], entry.get("revision")
+    try:
+        path = resolve_expert_dir(repo_id, revision, root, **hub_kwargs)
+        config = TTLoRAConfig.from_dict(json.loads(Path(path, CONFIG_NAME).read_text()))
+        tensors = load_file(os.path.join(path, WEIGHTS_NAME))
+    except Exception as err:
+        message = f"Expert {repo_id!r} (revision {revision}) could not be loaded: {err}"
+        try:
+            wrapped = type(err)(message)
+        except Exception:  # exception types whose constructor takes more than a message
+            wrapped = RuntimeError(message)
+        raise wrapped from err
+    if config.model_type != "ttlora":
+        raise ValueError(f"Expert {repo_id!r} is a {config.model_type!r} model, not a TT-LoRA expert.")
+    return Expert(repo_id, revision, entry.get("task") or config.task or repo_id, path, config, tensors)
+
+
+def check_compatible(experts: list[Expert]) -> None:
+    """All experts must share base model, task type, adapted modules and head layout; the error names who differs."""
+    if not experts:
+        raise ValueError("A TT-LoRA MoE needs at least one expert.")
+    ref = experts[0]
+    facts = {
+        "base_model_signature": lambda e: e.config.base_model_signature,
+        "task_type": lambda e: e.config.task_type,
+        "target_modules": lambda e: sorted(e.config.target_modules or []),
+        "adapted modules": lambda e: e.modules(),
+        "head modules": lambda e: e.config.modules_to_save,
+    }
+    for expert in experts[1:]:
+        for what, get in facts.items():
+            if get(expert) != get(ref):
+                raise ValueError(
+                    f"Expert {expert.repo_id!r} (task {expert.task!r}) is not compatible with expert {ref.repo_id!r} "
+                    f"(task {ref.task!r}): {what} {get(expert)} vs {get(ref)}."
+                )
+    if ref.config.task_type != "seq_cls" or len(ref.config.modules_to_save or []) != 1:
+        raise ValueError(
+            f"Experts must be sequence classifiers with one head module; {ref.repo_id!r} has task_type="
+            f"{ref.config.task_type!r}, modules_to_save={ref.config.modules_to_save}."
+        )
+    tasks = [e.task for e in experts]
+    if len(set(tasks)) != len(tasks):
+        raise ValueError(f"Two experts have the same task name: {tasks}; give each expert its own task.")
+
+
+def stacked_factors(experts: list[Expert], module: str, in_features: int, out_features: int):
+    """`U: (E, out, r_max)` with each expert's scaling folded in, `V: (E, r_max, in)`; zero-padded to r_max."""
+    us, vs = [], []
+    for expert in experts:
+        cores = expert.cores(module)
+        modes = [c.shape[1] for c in cores]
+        m = next((j for j in range(1, len(modes)) if math.prod(modes[:j]) == in_features), None)
+        if m is None or math.prod(modes[m:]) != out_features:
+            raise ValueError(f"Expert {expert.repo_id!r}: cores of {module} (modes {modes}) do not fit a "
+                             f"{out_features}x{in_features} weight.")
+        u, v = tt.tt_factors([c.float() for c in cores], m)  # (out, r), (r, in)
+        us.append(u * (expert.config.alpha / cores[m].shape[0]))
+        vs.append(v)
+    r_max = max(u.shape[1] for u in us)
+    u = torch.stack([F.pad(u, (0, r_max - u.shape[1])) for u in us])  # (E, out, r_max)
+    v = torch.stack([F.pad(v, (0, 0, 0, r_max - v.shape[0])) for v in vs])  # (E, r_max, in)
+    return u, v
+
+
+def _find_layers(base: nn.Module) -> tuple[nn.Module, nn.ModuleList]:
+    """The embeddings module and the list of transformer layers of an HF model."""
+    layers = max((m for n, m in base.named_modules() if isinstance(m, nn.ModuleList)
+                  and n.rsplit(".", 1)[-1] in ("layer", "layers", "h", "block")), key=len, default=None)
+    embeddings = next((m for n, m in base.named_modules() if n.rsplit(".", 1)[-1] == "embeddings"), None)
+    if embeddings is None:
+        embeddings = base.get_input_embeddings()
+    if layers is None:
+        raise ValueError(f"Cannot find the transformer layers of {type(base).__name__}.")
+    return embeddings, layers
+
+
+class _StopForward(Exception):
+    """Raised by the routing hook when only the router's features are needed."""
+
+
+@dataclass
+class TTLoRAMoEOutput(ModelOutput):
+    """Outputs of `TTLoRAMoEModel`.
+
+    Args:
+        loss: router cross-entropy against `task_ids` (+ weighted balance loss), only when `task_ids` are given.
+        logits: `(B, C_max)` per-row logits in that row's task label space, `-inf` beyond the task's labels
+            (`None` for a router-only training forward).
+        router_logits: `(B, E)`.
+        expert_index: `(B,)` the expert (= task) each row used.
+        predictions: `(B,)` label id within the chosen task.
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    router_logits: torch.Tensor | None = None
+    expert_index: torch.Tensor | None = None
+    predictions: torch.Tensor | None = None
+
+
+class TTLoRAMoEModel(PreTrainedModel):
+    """Frozen TT-LoRA experts on one base model, with a trainable top-1 router (parameters prefixed `router_`).
+
+    Example:
+        ```python
+        moe = TTLoRAMoEModel.from_experts(["experts/sst2", "experts/bbc"], router_layer=0)
+        out = moe(**batch)                  # no task id: each row is routed to one expert
+        moe.decode(out)                     # [(task, label name), ...]
+        moe.save_pretrained("moe/")         # router weights + references to the experts
+        ```
+    """
+
+    config_class = TTLoRAMoEConfig
+    base_model_prefix = "model"
+    adapter_prefix = "router_"
+
+    def __init__(self, config: TTLoRAMoEConfig, base_model: PreTrainedModel | None = None,
+                 experts: list[Expert] | None = None, root: str | None = None, **hub_kwargs):
+        super().__init__(config)
+        if experts is None:
+            with ThreadPoolExecutor(max_workers=8) as pool:  # parallel Hub downloads; local reads are quick anyway
+                experts = list(pool.map(lambda e: load_expert(e, root, **hub_kwargs), config.experts))
+        check_compatible(experts)
+        first = experts[0].config
+        config.experts = [{"repo_id": e.repo_id, "revision": e.revision, "task": e.task} for e in experts]
+        config.base_model_name_or_path = config.base_model_name_or_path or first.base_model_name_or_path
+        if config.base_model_signature not in (None, first.base_model_signature):
+            raise ValueError(f"The experts' base {first.base_model_signature} differs from this MoE's "
+                             f"{config.base_model_signature}.")
+        config.base_model_signature = first.base_model_signature
+        config.target_modules, config.pad_token_id = first.target_modules, first.pad_token_id
+        self.tasks = [e.task for e in experts]
+        self.label_names = [[e.config.id2label[i] for i in range(e.num_labels)] for e in experts]
+        if base_model is None:
+            base_config = TTLoRAConfig.from_dict(first.to_dict())
+            base_config.num_labels = max(e.num_labels for e in experts)
+            base_model = load_base_model(base_config)
+        elif any(is_partitioned(p) for p in base_model.parameters()):
+            raise ValueError("Cannot compose experts onto a DeepSpeed ZeRO-3-partitioned base model: compose on a "
+                             "whole model (e.g. before deepspeed.initialize), then train the router under ZeRO.")
+        elif base_signature(base_model.config) != first.base_model_signature:
+            raise ValueError(f"base_model has architecture {base_signature(base_model.config)}, the experts were "
+                             f"trained on {first.base_model_signature}.")
+        self.model = base_model.requires_grad_(False)
+        embeddings, layers = _find_layers(base_model)
+        self._inject(experts)
+        self.num_hidden_layers = len(layers)
+        if config.router_layer > self.num_hidden_layers:
+            raise ValueError(f"router_layer={config.router_layer} exceeds the base model's "
+                             f"{self.num_hidden_layers} layers (valid: 0..{self.num_hidden_layers}).")
+        self.pooling = config.pooling or ("mean" if first.base_model_signature["model_type"] in ENCODER_TYPES
+                                          else "last")
+        self.router = Router(base_model.config.hidden_size, len(experts), config.router_type,
+                             config.router_hidden_size, config.noisy_gating)
+        adapted = [_layer_index(n) for n, _ in self.mixed_layers()]
+        # layers below router_layer that experts adapt must run again with the experts after routing
+        self.rerun_prefix = any(i is not None and i < config.router_layer for i in adapted)
+        feature_module = embeddings if config.router_layer == 0 else layers[config.router_layer - 1]
+        self._hook = feature_module.register_forward_hook(self._routing_hook)
+        self._routing: dict = {}
+        self.post_init()
+
+    # ----- construction -----
+
+    def _inject(self, experts: list[Expert]) -> None:
+        for module in experts[0].modules():
+            name = module.removeprefix("model.")
+            parent_name, _, child = name.rpartition(".")
+            parent = self.model.get_submodule(parent_name)
+            linear = getattr(parent, child)
+            u, v = stacked_factors(experts, module, linear.in_features, linear.out_features)
+            setattr(parent, child, MixedTTLoRALinear(linear, u, v))
+        head_name = experts[0].config.modules_to_save[0]
+        head = self.model.get_submodule(head_name)
+        c_max, hidden = max(e.num_labels for e in experts), head.in_features
+        weight = torch.zeros(len(experts), c_max, hidden)
+        bias = torch.zeros(len(experts), c_max)
+        for i, e in enumerate(experts):
+            weight[i, : e.num_labels] = e.tensors[f"model.{head_name}.weight"]
+            if f"model.{head_name}.bias" in e.tensors:
+                bias[i, : e.num_labels] = e.tensors[f"model.{head_name}.bias"]
+        num_labels = torch.tensor([e.num_labels for e in experts])
+        parent_name, _, child = head_name.rpartition(".")
+        setattr(self.model.get_submodule(parent_name) if parent_name else self.model, child,
+                MixedHead(weight.to(head.weight.dtype), bias.to(head.weight.dtype), num_labels))
+        self._original_head = (head_name, head)
+
+    def init_weights(self):
+        """The base is loaded, the experts are frozen tensors and the router initializes itself: nothing to do."""
+
+    def mixed_layers(self) -> list[tuple[str, nn.Module]]:
+        return [(n, m) for n, m in self.model.named_modules() if isinstance(m, (MixedTTLoRALinear, MixedHead))]
+
+    def _set_experts(self, index: torch.Tensor | None) -> None:
+        for _, layer in self.mixed_layers():
+            layer.expert_index = index
+
+    # ----- routing -----
+
+    def _pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """`(B, T, H)` -> `(B, H)`: mean over non-padding tokens, or the last non-padding token."""
+        mask = mask.to(hidden.dtype)
+        if self.pooling == "mean":
+            return (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)  # (B, H)
+        last = (mask * torch.arange(mask.shape[1], device=mask.device)).argmax(1)  # (B,) last real position
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+    def _routing_hook(self, module, args, output):
+        state = self._routing
+        if not state.get("active"):
+            return
+        hidden = output[0] if isinstance(output, tuple) else output
+        features = self._pool(hidden, state["mask"])
+        state["features"] = features
+        state["active"] = False
+        if state.get("stop"):
+            raise _StopForward
+        if not state.get("fixed"):
+            state["router_logits"] = self.router(features)
+            self._set_experts(state["router_logits"].argmax(-1))
+
+    def _run(self, inputs: dict, mask: torch.Tensor, *, stop: bool = False, fixed: bool = False):
+        self._routing = {"active": True, "mask": mask, "stop": stop, "fixed": fixed}
+        try:
+            return self.model(**inputs)
+        except _StopForward:
+            return None
+        finally:
+            self._routing["active"] = False
+
+    def router_features(self, input_ids=None, attention_mask=None, **kwargs) -> torch.Tensor:
+        """Pooled base hidden states after `router_layer`, `(B, H)`; runs only the prefix, adapters off."""
+        mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+        self._set_experts(None)
+        self._run({"input_ids": input_ids, "attention_mask": mask, **kwargs}, mask, stop=True)
+        return self._routing["features"]
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, task_ids=None, expert_index=None,
+                **kwargs) -> TTLoRAMoEOutput:
+        """Route each row to one expert (or use `expert_index` given by hand) and classify it with that expert.
+
+        With `task_ids` (the row's true expert) the router's cross-entropy is the loss; a training forward with
+        `task_ids` only runs the prefix the router needs.
+        """
+        mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+        inputs = {"input_ids": input_ids, "attention_mask": mask, **kwargs}
+        if token_type_ids is not None:
+            inputs["token_type_ids"] = token_type_ids
+        router_only = self.training and task_ids is not None
+        router_logits = None
+        if expert_index is not None:  # the right expert given by hand (the oracle)
+            self._set_experts(expert_index)
+            out = self._run(inputs, mask, fixed=True)
+        elif self.rerun_prefix or router_only:
+            self._set_experts(None)
+            self._run(inputs, mask, stop=True)
+            router_logits = self.router(self._routing["features"])
+            expert_index = router_logits.argmax(-1)
+            self._set_experts(expert_index)
+            out = None if router_only else self._run(inputs, mask, fixed=True)
+        else:  # no adapted layer below router_layer: route inside the single forward
+            self._set_experts(None)
+            out = self._run(inputs, mask)
+            router_logits = self._routing["router_logits"]
+            expert_index = router_logits.argmax(-1)
+        self._set_experts(None)
+        loss = None
+        if task_ids is not None and router_logits is not None:
+            loss = F.cross_entropy(router_logits, task_ids)
+            if self.config.router_aux_loss_coef:
+                loss = loss + self.config.router_aux_loss_coef * load_balancing_loss(
+                    router_logits[None], self.config.num_experts)
+        logits = None if out is None else out.logits
+        return TTLoRAMoEOutput(loss=loss, logits=logits, router_logits=router_logits, expert_index=expert_index,
+                               predictions=None if logits is None else logits.argmax(-1))
+
+    def decode(self, outputs: TTLoRAMoEOutput) -> list[tuple[str, str]]:
+        """Per row: (task chosen, predicted label name in that task)."""
+        return [(self.tasks[e], self.label_names[e][p])
+                for e, p in zip(outputs.expert_index.tolist(), outputs.predictions.tolist())]
+
+    # ----- saving, loading, composing -----
+
+    @classmethod
+    def from_experts(cls, experts: list[str | dict], base_model: PreTrainedModel | None = None, **config_kwargs):
+        """Compose saved TT-LoRA experts (directories or Hub ids) under a new, untrained router."""
+        entries = [e if isinstance(e, dict) else {"repo_id": str(e)} for e in experts]
+        return cls(TTLoRAMoEConfig(experts=entries, **config_kwargs), base_model=base_model)
+
+    def router_state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().contiguous() for k, v in self.state_dict().items() if k.startswith("router.router_")}
+
+    def save_pretrained(self, save_directory, is_main_process: bool = True, push_to_hub: bool = False, **kwargs):
+        """Write `config.json` (experts referenced by path relative to this directory, or Hub id and revision)
+        and `model.safetensors` (the router only), atomically."""
+        os.makedirs(save_directory, exist_ok=True)
+        if not is_main_process:
+            return
+        config = self.config.to_dict()
+        for entry in config["experts"]:
+            if os.path.isdir(entry["repo_id"]):
+                entry["repo_id"] = os.path.relpath(os.path.abspath(entry["repo_id"]), os.path.abspath(save_directory))
+        config["architectures"] = [type(self).__name__]
+        tensors = self.router_state_dict()
+        atomic_write(Path(save_directory, WEIGHTS_NAME), lambda p: save_file(tensors, p, metadata={"format": "pt"}))
+        atomic_write(Path(save_directory, CONFIG_NAME),
+                     lambda p: Path(p).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n"))
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, base_model=None, revision=None, token=None,
+                        cache_dir=None, local_files_only=False, **kwargs):
+        """Load a saved MoE: its router, and every expert it references (local paths resolve relative to it)."""
+        path = str(pretrained_model_name_or_path)
+        hub = {"token": token, "cache_dir": cache_dir, "local_files_only": local_files_only or None}
+        root = path if os.path.isdir(path) else resolve_expert_dir(path, revision, None, **hub)
+        config = TTLoRAMoEConfig.from_dict(json.loads(Path(root, CONFIG_NAME).read_text()))
+        model = cls(config, base_model=base_model, root=root, **hub)
+        tensors = load_file(os.path.join(root, WEIGHTS_NAME))
+        own = model.router_state_dict()
+        bad = sorted(set(own) ^ set(tensors)) + [k for k in own if k in tensors and own[k].shape != tensors[k].shape]
+        if bad:
+            raise ValueError(f"{root}/{WEIGHTS_NAME} does not fit this router ({len(own)} tensors): {bad[:5]}")
+        model.load_state_dict(tensors, strict=False)
+        return model.eval()
+
+    def _clean_base(self) -> PreTrainedModel:
+        """The base model with every expert layer, the mixed head and the routing hook taken out again."""
+        self._hook.remove()
+        for name, module in list(self.model.named_modules()):
+            if isinstance(module, MixedTTLoRALinear):
+                parent_name, _, child = name.rpartition(".")
+                setattr(self.model.get_submodule(parent_name), child, module.base_layer)
+        head_name, head = self._original_head
+        parent_name, _, child = head_name.rpartition(".")
+        setattr(self.model.get_submodule(parent_name) if parent_name else self.model, child, head)
+        return self.model
+
+    def _recompose(self, entries: list[dict]) -> TTLoRAMoEModel:
+        old = dict(zip(self.tasks, range(len(self.tasks))))
+        old_router = self.router.state_dict()
+        config = TTLoRAMoEConfig.from_dict({**self.config.to_dict(), "experts": entries})
+        new = type(self)(config, base_model=self._clean_base())
+        with torch.no_grad():  # keep what the router learned about experts it already had
+            for task, i in zip(new.tasks, range(len(new.tasks))):
+                if task in old and isinstance(new.router.router_net, nn.Linear):
+                    new.router.router_net.weight[i] = old_router["router_net.weight"][old[task]]
+                    new.router.router_net.bias[i] = old_router["router_net.bias"][old[task]]
+        return new
+
+    def add_expert(self, expert: str | dict) -> TTLoRAMoEModel:
+        """A new MoE with one more expert (same base object); retrain its router afterwards."""
+        entry = expert if isinstance(expert, dict) else {"repo_id": str(expert)}
+        return self._recompose(self.config.experts + [entry])
+
+    def remove_expert(self, task: str) -> TTLoRAMoEModel:
+        """A new MoE without the expert of `task` (same base object); retrain its router afterwards."""
+        if task not in self.tasks:
+            raise ValueError(f"No expert for task {task!r}; experts: {self.tasks}.")
+        return self._recompose([e for e in self.config.experts if e["task"] != task])
+
+
+__all__ = ["TTLoRAMoEModel", "TTLoRAMoEOutput", "check_compatible", "load_expert", "stacked_factors"]

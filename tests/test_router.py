@@ -1,0 +1,168 @@
+"""TT-LoRA MoE: composition checks, mixed-expert batches equal per-row single experts, routing, save/load."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from conftest import rel_err, tiny_base, tiny_batch
+
+from hf_ttmoe import TTLoRAConfig, TTLoRAModel, TTLoRAMoEConfig, TTLoRAMoEModel
+
+TOL = 1e-5
+NUM_LABELS = (2, 3, 5, 4)  # label spaces differ between tasks
+
+
+def save_experts(root, kind, num=4, **config_kwargs):
+    """Tiny experts with random (non-zero) cores and heads, each on its own copy of the same base."""
+    paths = []
+    for i in range(num):
+        config = TTLoRAConfig(base_model_name_or_path=f"tiny-{kind}", task=f"task{i}",
+                              num_labels=NUM_LABELS[i % 4], tt_rank=2 + i % 3, pad_token_id=0, **config_kwargs)
+        base = tiny_base(kind, num_labels=NUM_LABELS[i % 4], seed=0)
+        expert = TTLoRAModel(config, base_model=base)
+        g = torch.Generator().manual_seed(100 + i)
+        with torch.no_grad():
+            for name, p in expert.named_parameters():
+                if p.requires_grad:
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+        path = root / f"expert{i}"
+        expert.save_pretrained(path)
+        paths.append(path)
+    return paths
+
+
+def compose(paths, kind, **kwargs):
+    return TTLoRAMoEModel.from_experts([str(p) for p in paths], base_model=tiny_base(kind, num_labels=5), **kwargs)
+
+
+@pytest.mark.parametrize("router_layer", [0, 1, 2])
+def test_mixed_batch_rows_equal_their_single_expert(tmp_path, base_kind, router_layer):
+    paths = save_experts(tmp_path, base_kind)
+    moe = compose(paths, base_kind, router_layer=router_layer).eval()
+    batch = tiny_batch(batch=8, pad_last=3)
+    index = torch.tensor([0, 1, 2, 3, 3, 2, 1, 0])
+    with torch.no_grad():
+        mixed = moe(**batch, expert_index=index)
+        routed = moe(**batch)
+    for row, e in enumerate(index.tolist()):
+        single = TTLoRAModel.from_pretrained(paths[e], base_model=tiny_base(base_kind, num_labels=NUM_LABELS[e]))
+        one = {k: v[row:row + 1] for k, v in batch.items()}
+        with torch.no_grad():
+            want = single(**one).logits[0]
+        got = mixed.logits[row]
+        assert rel_err(got[: NUM_LABELS[e]], want) <= TOL
+        assert torch.isinf(got[NUM_LABELS[e]:]).all()
+        assert mixed.predictions[row] == want.argmax()
+    # routed forward: each row equals its own chosen expert's oracle output
+    with torch.no_grad():
+        again = moe(**batch, expert_index=routed.expert_index)
+    assert torch.equal(torch.isinf(again.logits), torch.isinf(routed.logits))
+    finite = ~torch.isinf(routed.logits)
+    assert rel_err(routed.logits[finite], again.logits[finite]) <= TOL
+    assert moe.rerun_prefix == (router_layer > 0)
+
+
+def test_router_features_match_the_base_hidden_state(tmp_path, base_kind):
+    paths = save_experts(tmp_path, base_kind, num=2)
+    batch = tiny_batch(pad_last=3)
+    for layer in (0, 1):  # (HF's hidden_states[L] of Llama has the final norm applied; ours is the layer output)
+        moe = compose(paths, base_kind, router_layer=layer).eval()
+        base = tiny_base(base_kind)
+        with torch.no_grad():
+            hidden = base(**batch, output_hidden_states=True).hidden_states[layer]  # (B, T, H), base without adapters
+            feats = moe.router_features(**batch)
+        mask = batch["attention_mask"].float()
+        if base_kind == "bert":
+            want = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        else:
+            last = mask.sum(1).long() - 1
+            want = hidden[torch.arange(4), last]
+        assert rel_err(feats, want) <= TOL
+
+
+def test_compatibility_errors_name_the_expert(tmp_path):
+    paths = save_experts(tmp_path / "bert", "bert", num=2)
+    other = save_experts(tmp_path / "llama", "llama", num=1)
+    with pytest.raises(ValueError, match=r"Expert '.*expert0' \(task 'task0'\) is not compatible .*base_model_signature"):
+        TTLoRAMoEModel.from_experts([str(paths[0]), str(other[0])], base_model=tiny_base("bert"))
+    layer0 = save_experts(tmp_path / "l0", "bert", num=1, layers_to_transform=[0])
+    with pytest.raises(ValueError, match="adapted modules"):
+        TTLoRAMoEModel.from_experts([str(paths[0]), str(layer0[0])], base_model=tiny_base("bert"))
+    with pytest.raises(ValueError, match="same task name"):
+        TTLoRAMoEModel.from_experts([str(paths[0]), str(paths[0])], base_model=tiny_base("bert"))
+    with pytest.raises(FileNotFoundError, match="Expert '.*missing'"):
+        TTLoRAMoEModel.from_experts([str(tmp_path / "missing")], base_model=tiny_base("bert"))
+    with pytest.raises(ValueError, match=r"router_layer=3 exceeds the base model's 2 layers"):
+        compose(paths, "bert", router_layer=3)
+
+
+def test_router_trains_only_router_and_learns_task_ids(tmp_path):
+    paths = save_experts(tmp_path, "bert", num=2)
+    moe = compose(paths, "bert", router_layer=0, noisy_gating=True)
+    trainable = [n for n, p in moe.named_parameters() if p.requires_grad]
+    assert trainable and all(n.startswith("router.router_") for n in trainable)
+    # two "tasks" with disjoint vocabularies: the embedding router separates them
+    g = torch.Generator().manual_seed(0)
+    ids = torch.cat([torch.randint(1, 50, (32, 8), generator=g), torch.randint(50, 100, (32, 8), generator=g)])
+    task_ids = torch.tensor([0] * 32 + [1] * 32)
+    opt = torch.optim.Adam([p for p in moe.parameters() if p.requires_grad], lr=5e-2)
+    moe.train()
+    for _ in range(100):
+        out = moe(input_ids=ids, attention_mask=torch.ones_like(ids), task_ids=task_ids)
+        assert out.logits is None  # router-only training forward
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+    moe.eval()
+    with torch.no_grad():
+        out = moe(input_ids=ids, attention_mask=torch.ones_like(ids))
+    assert (out.expert_index == task_ids).float().mean() >= 0.95
+    assert [t for t, _ in moe.decode(out)][:1] == ["task0"]
+
+
+def test_save_load_references_experts_and_round_trips(tmp_path, base_kind):
+    paths = save_experts(tmp_path / "experts", base_kind, num=3)
+    moe = compose(paths, base_kind, router_layer=1, router_type="mlp").eval()
+    with torch.no_grad():
+        for p in moe.router.parameters():
+            p.normal_()
+    moe.save_pretrained(tmp_path / "moe")
+    files = sorted(p.name for p in (tmp_path / "moe").iterdir())
+    assert files == ["config.json", "model.safetensors"]
+    assert (tmp_path / "moe" / "model.safetensors").stat().st_size < 200_000  # router only, no expert copies
+    config = TTLoRAMoEConfig.from_pretrained(tmp_path / "moe")
+    assert [e["repo_id"] for e in config.experts] == ["../experts/expert0", "../experts/expert1", "../experts/expert2"]
+    reloaded = TTLoRAMoEModel.from_pretrained(tmp_path / "moe", base_model=tiny_base(base_kind, num_labels=5))
+    batch = tiny_batch()
+    with torch.no_grad():
+        a, b = moe(**batch), reloaded(**batch)
+    assert torch.equal(a.expert_index, b.expert_index)
+    assert torch.equal(a.logits, b.logits)
+
+
+def test_add_and_remove_experts_keep_router_rows(tmp_path):
+    paths = save_experts(tmp_path, "bert", num=3)
+    moe = compose(paths[:2], "bert")
+    with torch.no_grad():
+        moe.router.router_net.weight.normal_()
+    row1 = moe.router.router_net.weight[1].clone()
+    bigger = moe.add_expert(str(paths[2]))
+    assert bigger.tasks == ["task0", "task1", "task2"] and bigger.router.router_net.weight.shape[0] == 3
+    assert torch.equal(bigger.router.router_net.weight[1], row1)
+    smaller = bigger.remove_expert("task0")
+    assert smaller.tasks == ["task1", "task2"] and torch.equal(smaller.router.router_net.weight[0], row1)
+    with pytest.raises(ValueError, match="No expert for task 'nope'"):
+        smaller.remove_expert("nope")
+
+
+def test_composing_many_experts_is_fast_and_flat(tmp_path):
+    paths = save_experts(tmp_path, "bert", num=4)
+    many = [str(paths[i % 4]) for i in range(64)]
+    entries = [{"repo_id": p, "task": f"t{i}"} for i, p in enumerate(many)]
+    base = tiny_base("bert", num_labels=5)
+    t0 = time.perf_counter()
+    moe = TTLoRAMoEModel.from_experts(entries, base_model=base)
+    elapsed = time.perf_counter() - t0
+    assert moe.config.num_experts == 64 and elapsed < 5.0
