@@ -24,7 +24,7 @@ def save_experts(root, kind, num=4, **config_kwargs):
         expert = TTLoRAModel(config, base_model=base)
         g = torch.Generator().manual_seed(100 + i)
         with torch.no_grad():
-            for name, p in expert.named_parameters():
+            for p in expert.parameters():
                 if p.requires_grad:
                     p.copy_(torch.randn(p.shape, generator=g) * 0.3)
         path = root / f"expert{i}"
@@ -85,7 +85,7 @@ def test_router_features_match_the_base_hidden_state(tmp_path, base_kind):
 def test_compatibility_errors_name_the_expert(tmp_path):
     paths = save_experts(tmp_path / "bert", "bert", num=2)
     other = save_experts(tmp_path / "llama", "llama", num=1)
-    with pytest.raises(ValueError, match=r"Expert '.*expert0' \(task 'task0'\) is not compatible .*base_model_signature"):
+    with pytest.raises(ValueError, match=r"Expert '.*expert0' \(task 'task0'\) is not compatible .*signature"):
         TTLoRAMoEModel.from_experts([str(paths[0]), str(other[0])], base_model=tiny_base("bert"))
     layer0 = save_experts(tmp_path / "l0", "bert", num=1, layers_to_transform=[0])
     with pytest.raises(ValueError, match="adapted modules"):

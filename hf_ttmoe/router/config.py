@@ -29,7 +29,7 @@ class TTLoRAMoEConfig(PreTrainedConfig):
     model_type = "ttlora_moe"
 
     experts: list[dict] = field(default_factory=list, metadata={"help": "[{repo_id, revision, task}] per expert."})
-    router_layer: int = field(default=0, metadata={"help": "Route on the hidden state after layer k (0 = embeddings)."})
+    router_layer: int = field(default=0, metadata={"help": "Route on the state after layer k (0 = embeddings)."})
     router_type: str = field(default="linear", metadata={"help": f"One of {ROUTER_TYPES}."})
     router_hidden_size: int = field(default=256, metadata={"help": "Hidden units of the mlp router."})
     pooling: str | None = field(default=None, metadata={"help": f"One of {POOLINGS}; None = by architecture."})
