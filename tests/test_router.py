@@ -166,3 +166,52 @@ def test_composing_many_experts_is_fast_and_flat(tmp_path):
     moe = TTLoRAMoEModel.from_experts(entries, base_model=base)
     elapsed = time.perf_counter() - t0
     assert moe.config.num_experts == 64 and elapsed < 5.0
+
+
+def test_training_on_cached_features_equals_training_through_the_model(tmp_path):
+    from hf_ttmoe.router import compute_router_features, train_router_on_features
+
+    paths = save_experts(tmp_path, "bert", num=3)
+    batch = tiny_batch(batch=6)
+    task_ids = torch.tensor([0, 1, 2, 0, 1, 2])
+    models = [compose(paths, "bert", router_layer=1, noisy_gating=False, router_aux_loss_coef=0.1) for _ in range(2)]
+    models[1].router.load_state_dict(models[0].router.state_dict())
+    through = models[0].train()
+    opt = torch.optim.AdamW(through.router.parameters(), lr=1e-2, weight_decay=0.0)
+    loss = through(**batch, task_ids=task_ids).loss
+    loss.backward()
+    opt.step()
+    features, ids = compute_router_features(models[1], [{**batch, "task_ids": task_ids}])
+    assert torch.equal(ids, task_ids) and features.shape == (6, 32)
+    history = train_router_on_features(models[1], features, ids, epochs=1, lr=1e-2, batch_size=6)
+    assert history[0] == pytest.approx(loss.item(), rel=1e-6)
+    for (n, a), b in zip(through.router.named_parameters(), models[1].router.parameters()):
+        assert rel_err(a.detach(), b.detach()) <= 1e-6, n
+
+
+def test_trainer_with_expert_freezing_trains_only_the_router(tmp_path):
+    from datasets import Dataset
+    from transformers import Trainer, TrainingArguments
+
+    from trainer_callbacks import ExpertFreezingCallback
+
+    paths = save_experts(tmp_path, "bert", num=2)
+    moe = compose(paths, "bert", router_layer=0)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.cat([torch.randint(1, 50, (16, 8), generator=g), torch.randint(50, 100, (16, 8), generator=g)])
+    data = Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": torch.ones_like(ids).tolist(),
+                              "task_ids": [0] * 16 + [1] * 16})
+    args = TrainingArguments(output_dir=str(tmp_path / "run"), max_steps=5, per_device_train_batch_size=8,
+                             learning_rate=1e-2, report_to=[], use_cpu=True, label_names=["task_ids"],
+                             save_strategy="no", logging_steps=1)
+    before = {n: p.detach().clone() for n, p in moe.named_parameters()}
+    trainer = Trainer(model=moe, args=args, train_dataset=data, callbacks=[ExpertFreezingCallback()])
+    trainer.train()
+    changed = {n for n, p in moe.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all(n.startswith("router.router_") for n in changed)
+    assert trainer.state.trainable_parameters == sum(p.numel() for p in moe.router.parameters())
+    # an optimizer built over weights that must stay frozen is refused
+    moe.requires_grad_(True)
+    trainer = Trainer(model=moe, args=args, train_dataset=data, callbacks=[ExpertFreezingCallback()])
+    with pytest.raises(RuntimeError, match="optimizer holds .* frozen parameters"):
+        trainer.train()

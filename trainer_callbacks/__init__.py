@@ -1,5 +1,6 @@
 """Small TrainerCallbacks, one job each."""
 
 from .balance_loss import BalanceLossCallback
+from .expert_freezing import ExpertFreezingCallback
 
-__all__ = ["BalanceLossCallback"]
+__all__ = ["BalanceLossCallback", "ExpertFreezingCallback"]

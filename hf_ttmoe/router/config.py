@@ -36,6 +36,7 @@ class TTLoRAMoEConfig(PreTrainedConfig):
     noisy_gating: bool = field(default=True, metadata={"help": "Noisy top-1 gating in training."})
     router_aux_loss_coef: float = field(default=0.0, metadata={"help": "Load-balancing loss weight."})
     base_model_name_or_path: str | None = field(default=None, metadata={"help": "The experts' base model."})
+    gguf_file: str | None = field(default=None, metadata={"help": "GGUF file of the experts' base, if any."})
     base_model_signature: dict | None = field(default=None, metadata={"help": "Base architecture facts."})
     target_modules: list[str] | None = field(default=None, metadata={"help": "Modules the experts adapt."})
     pad_token_id: int | None = field(default=None, metadata={"help": "Padding token id of the base model."})

@@ -32,9 +32,9 @@ from ..adapter import (
     is_partitioned,
     load_base_model,
 )
-from ..losses import load_balancing_loss
 from ..ttlora import TTLoRAConfig
 from .config import TTLoRAMoEConfig
+from .features import router_loss
 from .layer import MixedHead, MixedTTLoRALinear
 from .router import Router
 
@@ -212,6 +212,7 @@ class TTLoRAMoEModel(PreTrainedModel):
                              f"{config.base_model_signature}.")
         config.base_model_signature = first.base_model_signature
         config.target_modules, config.pad_token_id = first.target_modules, first.pad_token_id
+        config.gguf_file = first.gguf_file
         self.tasks = [e.task for e in experts]
         self.label_names = [[e.config.id2label[i] for i in range(e.num_labels)] for e in experts]
         if base_model is None:
@@ -349,10 +350,7 @@ class TTLoRAMoEModel(PreTrainedModel):
         self._set_experts(None)
         loss = None
         if task_ids is not None and router_logits is not None:
-            loss = F.cross_entropy(router_logits, task_ids)
-            if self.config.router_aux_loss_coef:
-                loss = loss + self.config.router_aux_loss_coef * load_balancing_loss(
-                    router_logits[None], self.config.num_experts)
+            loss = router_loss(self, router_logits, task_ids)
         logits = None if out is None else out.logits
         return TTLoRAMoEOutput(loss=loss, logits=logits, router_logits=router_logits, expert_index=expert_index,
                                predictions=None if logits is None else logits.argmax(-1))
