@@ -201,8 +201,16 @@ class TTLoRAMoEModel(PreTrainedModel):
                  experts: list[Expert] | None = None, root: str | None = None, **hub_kwargs):
         super().__init__(config)
         if experts is None:
-            with ThreadPoolExecutor(max_workers=8) as pool:  # parallel Hub downloads; local reads are quick anyway
-                experts = list(pool.map(lambda e: load_expert(e, root, **hub_kwargs), config.experts))
+            def load(entry):
+                return load_expert(entry, root, **hub_kwargs)
+
+            local = all(os.path.isdir(e["repo_id"]) or (root and os.path.isdir(os.path.join(root, e["repo_id"])))
+                        for e in config.experts)
+            if local:
+                experts = [load(e) for e in config.experts]
+            else:  # Hub downloads in parallel, into the normal cache
+                with ThreadPoolExecutor(max_workers=8) as pool:
+                    experts = list(pool.map(load, config.experts))
         check_compatible(experts)
         first = experts[0].config
         config.experts = [{"repo_id": e.repo_id, "revision": e.revision, "task": e.task} for e in experts]
