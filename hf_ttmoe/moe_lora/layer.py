@@ -67,12 +67,18 @@ class DenseMoELoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         result = self.base_layer(x)
-        logits = self.route(x)  # (..., E)
+        xa = x.to(self.moelora_A.dtype)
+        if self.training and (self.jitter_noise > 0 or isinstance(self.dropout, nn.Dropout)):
+            logits = self.route(x)  # (..., E): the gate and the experts see differently perturbed inputs
+            h = F.linear(self.dropout(xa), self.moelora_A)  # (..., E·r)
+        else:  # one pass over x for the experts' A and the gate together (memory-bound skinny GEMMs)
+            both = F.linear(xa, torch.cat([self.moelora_A, self.moelora_gate.weight]))  # (..., E·r + E)
+            h, logits = both.split([self.moelora_A.shape[0], self.num_experts], dim=-1)
         self.router_logits = logits
         weights = gate_weights(logits, self.top_k)  # (..., E)
-        h = F.linear(self.dropout(x.to(self.moelora_A.dtype)), self.moelora_A)  # (..., E·r)
-        h = (h.unflatten(-1, (self.num_experts, self.rank)) * weights.unsqueeze(-1)).flatten(-2)  # (..., E·r)
-        return result + (F.linear(h, self.moelora_B) * self.scaling).to(result.dtype)
+        scale = (weights * self.scaling).unsqueeze(-1)  # (..., E, 1): gate weight and LoRA scaling at once
+        h = (h.unflatten(-1, (self.num_experts, self.rank)) * scale).flatten(-2)  # (..., E·r)
+        return result + F.linear(h, self.moelora_B).to(result.dtype)
 
     def merge(self) -> None:
         raise NotImplementedError(
