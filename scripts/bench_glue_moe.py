@@ -1,0 +1,54 @@
+"""TT-LoRA MoE on real GLUE data (issue 4): SST-2 and MRPC experts, a router at several layers, evaluated without
+task ids against the right expert by hand.
+
+    python scripts/bench_glue_moe.py --glue_dir ../shared/data/glue
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import evaluate  # noqa: E402
+import train_expert  # noqa: E402
+import train_router  # noqa: E402
+from bench_ttlora import save  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--glue_dir", required=True)
+    parser.add_argument("--out", default="runs/bench_glue_moe")
+    parser.add_argument("--router_layers", type=int, nargs="+", default=[0, 6])
+    parser.add_argument("--sst2_train", type=int, default=4000)
+    args = parser.parse_args()
+    out = Path(args.out)
+    common = ["--glue_dir", args.glue_dir, "--learning_rate", "5e-3", "--per_device_train_batch_size", "32",
+              "--per_device_eval_batch_size", "128", "--num_train_epochs", "1", "--save_strategy", "no",
+              "--report_to", "none", "--use_cpu", "--seed", "0", "--logging_steps", "50"]
+    experts = {}
+    for task, extra in (("sst2", ["--max_length", "64", "--max_train_samples", str(args.sst2_train)]),
+                        ("mrpc", ["--max_length", "128"])):
+        path = out / "experts" / task
+        experts[task] = train_expert.main(["--task", task, "--output_dir", str(path), *extra, *common])
+    rows = []
+    for layer in args.router_layers:
+        moe_dir = out / f"moe_layer{layer}"
+        t0 = time.perf_counter()
+        train_router.main(["--experts", str(out / "experts/sst2"), str(out / "experts/mrpc"), "--glue_dir",
+                           args.glue_dir, "--output_dir", str(moe_dir), "--router_layer", str(layer),
+                           "--max_per_task", "500", "--max_length", "128", "--report_to", "none", "--use_cpu"])
+        router_s = time.perf_counter() - t0
+        result = evaluate.main(["--moe", str(moe_dir), "--output_dir", str(moe_dir / "eval"), "--glue_dir",
+                                args.glue_dir, "--max_length", "128"])
+        rows.append({"router_layer": layer, "router_train_s": router_s, **result})
+        save("glue_moe", {"args": vars(args), "experts": experts, "rows": rows})
+    print(json.dumps([{k: r[k] for k in ("router_layer", "router_accuracy", "router_train_s")} for r in rows]))
+
+
+if __name__ == "__main__":
+    main()
