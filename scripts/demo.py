@@ -31,7 +31,8 @@ class DemoArguments:
     output_dir: str = field(default="runs/demo", metadata={"help": "Where experts, router and results go."})
     train_samples: int = field(default=1200, metadata={"help": "Training rows per expert."})
     epochs: float = field(default=2.0, metadata={"help": "Epochs per expert."})
-    router_samples: int = field(default=400, metadata={"help": "Router training rows per task."})
+    router_samples: int = field(default=1000, metadata={"help": "Router training rows per task."})
+    router_type: str = field(default="mlp", metadata={"help": "linear | mlp."})
     eval_samples: int = field(default=200, metadata={"help": "Test rows per task."})
     router_layer: int = field(default=0, metadata={"help": "Route on the state after layer k (0 = embeddings)."})
 
@@ -52,7 +53,8 @@ def main(argv: list[str] | None = None) -> dict:
         experts.append(str(path))
     print("\n=== Router over the frozen experts (features cached once, then trained in seconds)")
     train_router.main(["--experts", *experts, "--output_dir", str(out / "moe"), "--router_layer",
-                       str(args.router_layer), "--max_per_task", str(args.router_samples), "--report_to", "none",
+                       str(args.router_layer), "--router_type", args.router_type, "--max_per_task",
+                       str(args.router_samples), "--report_to", "none",
                        "--use_cpu", "--per_device_eval_batch_size", "64"])
     print("\n=== MoE without task ids vs the right expert by hand (oracle), test split")
     result = evaluate.main(["--moe", str(out / "moe"), "--output_dir", str(out / "eval"), "--max_per_task",
