@@ -22,7 +22,7 @@ from tqdm import tqdm
 from hf_ttmoe import DEFAULT_BASE_MODEL, TTLoRAConfig, TTLoRAModel, TTLoRAMoEModel, load_base_model
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_ttlora import interleaved, save  # noqa: E402
+from bench_ttlora import dispatch, interleaved, save  # noqa: E402
 
 
 def make_experts(root: Path, num: int, base) -> list[str]:
@@ -153,10 +153,7 @@ def main() -> None:
     p.add_argument("--experts", type=int, nargs="+", default=[1, 4, 16, 64])
     p.add_argument("--reps", type=int, default=3)
     p.set_defaults(fn=bench_compose)
-    args = parser.parse_args()
-    fn = args.fn
-    del args.fn
-    fn(args)
+    dispatch(parser)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from torch import nn
 from hf_ttmoe import DEFAULT_BASE_MODEL, DenseMoELoRAConfig, DenseMoELoRAModel, load_base_model, load_tokenizer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_ttlora import interleaved, save  # noqa: E402
+from bench_ttlora import dispatch, interleaved, save  # noqa: E402
 
 LAYERS = [2, 3, 4, 5]
 FFN = ["intermediate.dense", "output.dense"]
@@ -181,10 +181,7 @@ def main() -> None:
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--lr", type=float, default=1e-3)
     p.set_defaults(fn=bench_quality)
-    args = parser.parse_args()
-    fn = args.fn
-    del args.fn
-    fn(args)
+    dispatch(parser)
 
 
 if __name__ == "__main__":

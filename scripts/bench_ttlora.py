@@ -38,6 +38,14 @@ def interleaved(fns: dict, reps: int, warmup: int = 1) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def dispatch(parser) -> None:
+    """Run the sub-command chosen on `parser` (each sub-parser sets `fn`)."""
+    args = parser.parse_args()
+    fn = args.fn
+    del args.fn
+    fn(args)
+
+
 def save(name: str, payload: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2))
@@ -247,10 +255,7 @@ def main() -> None:
     p.add_argument("--tt_lr", type=float, default=5e-3)
     p.add_argument("--lora_lr", type=float, default=1e-3)
     p.set_defaults(fn=bench_quality)
-    args = parser.parse_args()
-    fn = args.fn
-    del args.fn
-    fn(args)
+    dispatch(parser)
 
 
 if __name__ == "__main__":
