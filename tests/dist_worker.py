@@ -43,11 +43,12 @@ def main() -> None:
         ddp_backend="gloo" if "WORLD_SIZE" in os.environ else None,
         deepspeed=args.deepspeed, save_strategy="no", logging_steps=1, report_to=[], seed=0, data_seed=0,
         lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
+        label_names=["task_ids"] if args.kind == "router" else None,
     )
     model = build_model(args.kind, args.base_dir)
     frozen_before = {n: p.ds_numel if hasattr(p, "ds_numel") else p.numel()
                      for n, p in model.named_parameters() if not p.requires_grad}
-    trainer = Trainer(model=model, args=training_args, train_dataset=Dataset.from_dict(make_dataset()),
+    trainer = Trainer(model=model, args=training_args, train_dataset=Dataset.from_dict(make_dataset(args.kind)),
                       callbacks=callbacks_for(args.kind))
     trainer.train()
     trainer.save_model(os.path.join(args.out_dir, "final"))
@@ -65,7 +66,7 @@ def main() -> None:
     # every rank (collective under ZeRO-3): merged outputs equal unmerged outputs
     model.eval()
     batch = {k: torch.tensor(v[:BATCH]) for k, v in make_dataset().items() if k != "labels"}
-    mergeable = args.kind != "moe_lora"  # a per-token expert mixture cannot be folded into one weight
+    mergeable = args.kind == "ttlora"  # an expert mixture (per token, or per row) cannot be folded into one weight
     with torch.no_grad():
         unmerged = model(**batch).logits
         if mergeable:
@@ -76,7 +77,7 @@ def main() -> None:
         restored = model(**batch).logits
     # ZeRO-3 with partitioned adapters: a plain save refuses clearly; the gathered state dict saves completely
     save_error, gathered_shapes, ungathered_shapes = None, None, None
-    if zero3:
+    if zero3 and args.kind != "router":
         ungathered = os.path.join(args.out_dir, "ungathered")
         try:
             model.save_pretrained(ungathered, is_main_process=trainer.is_world_process_zero())

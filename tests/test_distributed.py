@@ -23,7 +23,7 @@ pytest.importorskip("deepspeed")
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "dist_worker.py"
 sys.path.insert(0, str(ROOT / "tests"))
-from dist_models import BATCH, KINDS, make_dataset  # noqa: E402
+from dist_models import BATCH, KINDS, make_dataset, save_router_experts  # noqa: E402
 
 
 def free_port() -> int:
@@ -60,6 +60,7 @@ def launch(out_dir: Path, kind: str, base_dir: Path, nproc: int, deepspeed: Path
 def base_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny_bert")
     tiny_base("bert").save_pretrained(path)
+    save_router_experts(path)
     return path
 
 
@@ -117,7 +118,7 @@ def test_two_processes_match_one(stage, kind, base_dir, reference, tmp_path):
     check_against_reference(report, reference[kind], tmp_path, kind, base_dir)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", [k for k in KINDS if k != "router"])
 def test_zero3_with_partitioned_adapters(kind, base_dir, reference, zero3_partitioned_config, tmp_path):
     report = launch(tmp_path, kind, base_dir, nproc=2, deepspeed=zero3_partitioned_config)
     assert report["partitioned"], "expected the adapters themselves to be partitioned in this configuration"

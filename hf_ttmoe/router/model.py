@@ -376,13 +376,20 @@ class TTLoRAMoEModel(PreTrainedModel):
         entries = [e if isinstance(e, dict) else {"repo_id": str(e)} for e in experts]
         return cls(TTLoRAMoEConfig(experts=entries, **config_kwargs), base_model=base_model)
 
-    def router_state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().contiguous() for k, v in self.state_dict().items() if k.startswith("router.router_")}
+    def router_state_dict(self, state_dict: dict | None = None) -> dict[str, torch.Tensor]:
+        """The router's weights (all we save), from `state_dict` (e.g. one gathered by Trainer) or the model's."""
+        state_dict = self.state_dict() if state_dict is None else state_dict
+        return {k: v.detach().contiguous() for k, v in state_dict.items() if k.startswith("router.router_")}
 
-    def save_pretrained(self, save_directory, is_main_process: bool = True, push_to_hub: bool = False, **kwargs):
+    def save_pretrained(self, save_directory, is_main_process: bool = True, state_dict: dict | None = None,
+                        push_to_hub: bool = False, **kwargs):
         """Write `config.json` (experts referenced by path relative to this directory, or Hub id and revision)
         and `model.safetensors` (the router only), atomically."""
         os.makedirs(save_directory, exist_ok=True)
+        tensors = self.router_state_dict(state_dict)
+        if state_dict is None and any(is_partitioned(p) and p.numel() == 0 for p in self.router.parameters()):
+            raise RuntimeError("The router's weights are ZeRO-3 partitions: save with Trainer.save_model(), or "
+                               "gather them (deepspeed.zero.GatheredParameters) on every rank first.")
         if not is_main_process:
             return
         config = self.config.to_dict()
@@ -390,7 +397,6 @@ class TTLoRAMoEModel(PreTrainedModel):
             if os.path.isdir(entry["repo_id"]):
                 entry["repo_id"] = os.path.relpath(os.path.abspath(entry["repo_id"]), os.path.abspath(save_directory))
         config["architectures"] = [type(self).__name__]
-        tensors = self.router_state_dict()
         atomic_write(Path(save_directory, WEIGHTS_NAME), lambda p: save_file(tensors, p, metadata={"format": "pt"}))
         atomic_write(Path(save_directory, CONFIG_NAME),
                      lambda p: Path(p).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n"))
