@@ -25,6 +25,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench_glue_moe")
     parser.add_argument("--router_layers", type=int, nargs="+", default=[0, 6])
     parser.add_argument("--sst2_train", type=int, default=4000)
+    parser.add_argument("--eval_per_task", type=int, default=None, help="test rows per task (default: all)")
     args = parser.parse_args()
     out = Path(args.out)
     common = ["--glue_dir", args.glue_dir, "--learning_rate", "5e-3", "--per_device_train_batch_size", "32",
@@ -34,6 +35,9 @@ def main() -> None:
     for task, extra in (("sst2", ["--max_length", "64", "--max_train_samples", str(args.sst2_train)]),
                         ("mrpc", ["--max_length", "128"])):
         path = out / "experts" / task
+        if (path / "results.json").exists():  # trained by an earlier run of this script
+            experts[task] = json.loads((path / "results.json").read_text())
+            continue
         experts[task] = train_expert.main(["--task", task, "--output_dir", str(path), *extra, *common])
     rows = []
     for layer in args.router_layers:
@@ -44,7 +48,7 @@ def main() -> None:
                            "--max_per_task", "500", "--max_length", "128", "--report_to", "none", "--use_cpu"])
         router_s = time.perf_counter() - t0
         result = evaluate.main(["--moe", str(moe_dir), "--output_dir", str(moe_dir / "eval"), "--glue_dir",
-                                args.glue_dir, "--max_length", "128"])
+                                args.glue_dir, "--max_length", "128", "--max_per_task", str(args.eval_per_task)])
         rows.append({"router_layer": layer, "router_train_s": router_s, **result})
         save("glue_moe", {"args": vars(args), "experts": experts, "rows": rows})
     print(json.dumps([{k: r[k] for k in ("router_layer", "router_accuracy", "router_train_s")} for r in rows]))
