@@ -35,6 +35,10 @@ def load_balancing_loss(
     gate, `top_k=None`, as in Switch). Dividing by k makes Σ_i f_i = 1, so a perfectly balanced router scores 1 for
     any k. Only P carries gradient (f is a count), which pushes probability mass away from overloaded experts.
 
+    Conventions vs transformers' `models/mixtral/modeling_mixtral.py::load_balancing_loss_func`: for one layer,
+    Mixtral's value is k times ours (it does not divide f by k); over several layers Mixtral pools the tokens of all
+    layers into one f and one P, whereas we take the mean of the per-layer losses (each layer has its own gate).
+
     Args:
         router_logits: one `(batch, seq, E)` tensor per layer (a sequence, or stacked on a leading layer axis).
         num_experts: E.

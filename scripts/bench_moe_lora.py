@@ -77,12 +77,13 @@ def bench_layer(args) -> None:
         print(f"| {r['experts']} | {r['loop_over_fused']:.2f} | {r['fused_over_lora']:.2f} |")
 
 
-def build(method: str, num_labels: int = 2, seed: int = 0):
+def build(method: str, num_labels: int = 2, seed: int = 0, moe_alpha: float = 8.0):
     import peft
 
     torch.manual_seed(seed)
     config = DenseMoELoRAConfig(base_model_name_or_path=DEFAULT_BASE_MODEL, num_labels=num_labels, num_experts=8,
-                                lora_rank=4, lora_alpha=8, layers_to_transform=LAYERS, router_aux_loss_coef=0.05)
+                                lora_rank=4, lora_alpha=moe_alpha, layers_to_transform=LAYERS,
+                                router_aux_loss_coef=0.05)
     if method == "moe":
         return DenseMoELoRAModel(config)
     targets = [f"layer.{i}.{m}" for i in LAYERS for m in FFN]
@@ -132,9 +133,9 @@ def bench_quality(args) -> None:
         splits, _ = load_tokenized(data, tokenizer)
         for seed in args.seeds:
             for method in ("moe", "lora"):
-                model = build(method, seed=seed)
+                model = build(method, seed=seed, moe_alpha=args.moe_alpha)
                 training_args = TrainingArguments(
-                    output_dir=f"runs/bench_moe_lora/{task}-{method}-{seed}", num_train_epochs=args.epochs,
+                    output_dir=f"runs/bench_moe_lora/{args.name}/{task}-{method}-{seed}", num_train_epochs=args.epochs,
                     learning_rate=args.lr, per_device_train_batch_size=32, per_device_eval_batch_size=128,
                     save_strategy="no", report_to=[], use_cpu=True, seed=seed, logging_steps=50, warmup_steps=0.06)
                 callbacks = [BalanceLossCallback()] if method == "moe" else []
@@ -147,7 +148,7 @@ def bench_quality(args) -> None:
                 rows.append({"task": task, "method": method, "seed": seed, "train_s": time.perf_counter() - t0,
                              **{k: metrics[f"test_{k}"] for k in ("accuracy", "f1", "macro_f1")}})
                 print(rows[-1])
-                save("moe_lora_quality", {"args": vars(args), "rows": rows})
+                save(args.name, {"args": vars(args), "rows": rows})
     print("\n| task | method | accuracy | F1 | macro-F1 | seeds |\n|---|---|---:|---:|---:|---:|")
     for task in ("sst2", "mrpc"):
         for method in ("moe", "lora"):
@@ -180,6 +181,10 @@ def main() -> None:
     p.add_argument("--max_train_samples", type=int, default=4000)
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--moe_alpha", type=float, default=8.0,
+                   help="MoE-LoRA lora_alpha (8 = 2·r, LoRA's own convention; 64 = 8·that, which cancels the 1/E "
+                   "gate weight at init so the mixture's update scale matches LoRA r=36 alpha=72)")
+    p.add_argument("--name", default="moe_lora_quality", help="results file benchmarks/results/<name>.json")
     p.set_defaults(fn=bench_quality)
     dispatch(parser)
 

@@ -56,3 +56,18 @@ def test_gradient_flows_to_the_logits():
     logits = torch.randn(2, 4, 3, requires_grad=True)
     load_balancing_loss([logits], 3).backward()
     assert logits.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("top_k", [1, 2, 3])
+def test_matches_transformers_mixtral_convention_for_one_layer(top_k):
+    from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
+
+    g = torch.Generator().manual_seed(top_k)
+    logits = torch.randn(3, 7, 5, generator=g)
+    mask = torch.ones(3, 7, dtype=torch.long)
+    mask[0, 4:] = 0
+    mask[2, 1:] = 0
+    for m in (None, mask):
+        theirs = load_balancing_loss_func((logits.reshape(-1, 5),), 5, top_k, m)
+        ours = load_balancing_loss([logits], 5, top_k, m)
+        assert (top_k * ours).item() == pytest.approx(theirs.item(), rel=1e-6)  # Mixtral does not divide f by k
