@@ -13,7 +13,7 @@ run scripts/bench_ttlora.py merged --reps 15
 run scripts/bench_ttlora.py quality --glue_dir "$GLUE"
 run scripts/bench_moe_lora.py layer --reps 9
 run scripts/bench_moe_lora.py step --reps 7
-run scripts/bench_moe_lora.py quality --glue_dir "$GLUE" --max_train_samples 2000
+run scripts/bench_moe_lora.py quality --glue_dir "$GLUE" --max_train_samples 4000 --epochs 2 --moe_alpha 64
 run scripts/bench_moe.py compose
 run scripts/bench_moe.py e2e
 run scripts/bench_moe.py mixed

@@ -22,13 +22,13 @@ from tqdm import tqdm
 from hf_ttmoe import DEFAULT_BASE_MODEL, TTLoRAConfig, TTLoRAModel, TTLoRAMoEModel, load_base_model
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_ttlora import dispatch, interleaved, save  # noqa: E402
+from bench_ttlora import add_device_args, bench_base, dispatch, interleaved, results_name, save  # noqa: E402
 
 
 def make_experts(root: Path, num: int, base) -> list[str]:
     """`num` expert directories with random cores and heads (2 labels), sharing one base model object."""
     config = TTLoRAConfig(base_model_name_or_path=DEFAULT_BASE_MODEL, num_labels=2, task="t0")
-    expert = TTLoRAModel(config, base_model=copy.deepcopy(base))
+    expert = TTLoRAModel(config, base_model=copy.deepcopy(base).cpu())
     paths = []
     for i in tqdm(range(num), desc="writing experts"):
         with torch.no_grad():
@@ -42,8 +42,8 @@ def make_experts(root: Path, num: int, base) -> list[str]:
     return paths
 
 
-def batch_of(size: int, seq: int):
-    x = torch.randint(1000, 20000, (size, seq))
+def batch_of(size: int, seq: int, device: str = "cpu"):
+    x = torch.randint(1000, 20000, (size, seq), device=device)
     return {"input_ids": x, "attention_mask": torch.ones_like(x)}
 
 
@@ -51,15 +51,15 @@ def batch_of(size: int, seq: int):
 def bench_mixed(args) -> None:
     import peft
 
-    base = load_base_model(TTLoRAConfig(base_model_name_or_path=DEFAULT_BASE_MODEL, num_labels=2)).eval()
-    batch = batch_of(args.batch, args.seq)
+    base = bench_base(args).eval()
+    batch = batch_of(args.batch, args.seq, args.device)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_experts(Path(tmp), max(args.experts), base)
-        single = TTLoRAModel.from_pretrained(paths[0], base_model=copy.deepcopy(base)).eval()
+        single = TTLoRAModel.from_pretrained(paths[0], base_model=copy.deepcopy(base)).to(args.device).eval()
         for num in args.experts:
-            moe = TTLoRAMoEModel.from_experts(paths[:num], base_model=copy.deepcopy(base)).eval()
-            index = torch.arange(args.batch) % num  # min(num, batch) distinct experts in the batch
+            moe = TTLoRAMoEModel.from_experts(paths[:num], base_model=copy.deepcopy(base)).to(args.device).eval()
+            index = torch.arange(args.batch, device=args.device) % num  # min(num, batch) distinct experts
             fns = {"single TT-LoRA expert": lambda: single(**batch),
                    "MoE, all rows expert 0": lambda m=moe, i=index: m(**batch, expert_index=torch.zeros_like(i)),
                    "MoE, mixed experts": lambda m=moe, i=index: m(**batch, expert_index=i)}
@@ -68,7 +68,7 @@ def bench_mixed(args) -> None:
                 lora = peft.get_peft_model(copy.deepcopy(base), lora_config, adapter_name="a0")
                 for i in range(1, num):
                     lora.add_adapter(f"a{i}", peft.LoraConfig(r=16, target_modules=["query", "value"]))
-                lora.eval()
+                lora.to(args.device).eval()
                 names = [f"a{i}" for i in index.tolist()]
                 fns["PEFT single adapter"] = lambda m=lora: m(**batch, adapter_names=["a0"] * args.batch)
                 fns["PEFT mixed adapters"] = lambda m=lora, n=names: m(**batch, adapter_names=n)
@@ -81,7 +81,7 @@ def bench_mixed(args) -> None:
                 row["ours_mixed_over_peft_mixed"] = med["MoE, mixed experts"] / med["PEFT mixed adapters"]
             rows.append(row)
             print(row)
-            save("moe_mixed", {"args": vars(args), "rows": rows})
+            save(results_name("moe_mixed", args), {"args": vars(args), "rows": rows})
     print(f"\nMixed-expert batches, MiniLM, batch {args.batch}, seq {args.seq} (median of {args.reps})")
     print("| E | ours mixed / single expert | ours mixed / MoE one expert | PEFT mixed / single | ours / PEFT mixed |")
     print("|---:|---:|---:|---:|---:|")
@@ -94,19 +94,20 @@ def bench_mixed(args) -> None:
 
 @torch.no_grad()
 def bench_e2e(args) -> None:
-    base = load_base_model(TTLoRAConfig(base_model_name_or_path=DEFAULT_BASE_MODEL, num_labels=2)).eval()
-    batch = batch_of(args.batch, args.seq)
+    base = bench_base(args).eval()
+    batch = batch_of(args.batch, args.seq, args.device)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_experts(Path(tmp), 4, base)
         for layer in args.router_layers:
-            moe = TTLoRAMoEModel.from_experts(paths, base_model=copy.deepcopy(base), router_layer=layer).eval()
-            index = torch.arange(args.batch) % 4
+            moe = TTLoRAMoEModel.from_experts(paths, base_model=copy.deepcopy(base), router_layer=layer)
+            moe = moe.to(args.device).eval()
+            index = torch.arange(args.batch, device=args.device) % 4
             med = interleaved({"routed": lambda m=moe: m(**batch),
                                "oracle": lambda m=moe, i=index: m(**batch, expert_index=i)}, args.reps)
             rows.append({"router_layer": layer, "routed_over_oracle": med["routed"] / med["oracle"], **med})
             print(rows[-1])
-    save("moe_e2e", {"args": vars(args), "rows": rows})
+    save(results_name("moe_e2e", args), {"args": vars(args), "rows": rows})
     print("\n| router_layer | routed / right expert by hand |\n|---:|---:|")
     for r in rows:
         print(f"| {r['router_layer']} | {r['routed_over_oracle']:.3f} |")
@@ -142,12 +143,14 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--reps", type=int, default=5)
+    add_device_args(p)
     p.set_defaults(fn=bench_mixed)
     p = sub.add_parser("e2e")
     p.add_argument("--router_layers", type=int, nargs="+", default=[0, 3, 6])
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--reps", type=int, default=5)
+    add_device_args(p)
     p.set_defaults(fn=bench_e2e)
     p = sub.add_parser("compose")
     p.add_argument("--experts", type=int, nargs="+", default=[1, 4, 16, 64])

@@ -2,7 +2,8 @@
 
     python scripts/bench_moe_lora.py layer     # two-GEMM layer vs per-expert loop vs one LoRA of rank E·r
     python scripts/bench_moe_lora.py step      # MiniLM training step vs PEFT LoRA at the same trainable budget
-    python scripts/bench_moe_lora.py quality --glue_dir ../shared/data/glue   # SST-2 and MRPC, 3 seeds each
+    python scripts/bench_moe_lora.py quality --glue_dir ../shared/data/glue --max_train_samples 4000 --epochs 2 \
+        --moe_alpha 64                                               # SST-2 and MRPC, 3 seeds each
 
 Budget match: MoE-LoRA with E=8 experts of rank 4 (+ gates) on both FFN linears of layers 2-5 has 552,960
 trainable parameters; PEFT LoRA of rank 36 on the same modules has exactly 552,960. Heads are trained by both.
@@ -16,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,7 +24,7 @@ from torch import nn
 from hf_ttmoe import DEFAULT_BASE_MODEL, DenseMoELoRAConfig, DenseMoELoRAModel, load_base_model, load_tokenizer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_ttlora import dispatch, interleaved, save  # noqa: E402
+from bench_ttlora import dispatch, interleaved, mean_std, resumed_rows, save  # noqa: E402
 
 LAYERS = [2, 3, 4, 5]
 FFN = ["intermediate.dense", "output.dense"]
@@ -126,13 +126,16 @@ def bench_quality(args) -> None:
     from trainer_callbacks import BalanceLossCallback
 
     tokenizer = load_tokenizer(DenseMoELoRAConfig(base_model_name_or_path=DEFAULT_BASE_MODEL))
-    rows = []
+    rows = resumed_rows(args, ("seeds", "methods", "resume")) if args.resume else []
+    done = {(r["task"], r["method"], r["seed"]) for r in rows}
     for task, max_length in (("sst2", 64), ("mrpc", 128)):
         data = DataArguments(task=task, glue_dir=args.glue_dir, max_length=max_length,
                              max_train_samples=args.max_train_samples)
         splits, _ = load_tokenized(data, tokenizer)
         for seed in args.seeds:
-            for method in ("moe", "lora"):
+            for method in args.methods:
+                if (task, method, seed) in done:
+                    continue
                 model = build(method, seed=seed, moe_alpha=args.moe_alpha)
                 training_args = TrainingArguments(
                     output_dir=f"runs/bench_moe_lora/{args.name}/{task}-{method}-{seed}", num_train_epochs=args.epochs,
@@ -146,15 +149,18 @@ def bench_quality(args) -> None:
                 trainer.train()
                 metrics = trainer.evaluate(splits["test"], metric_key_prefix="test")
                 rows.append({"task": task, "method": method, "seed": seed, "train_s": time.perf_counter() - t0,
+                             "steps": trainer.state.global_step,
                              **{k: metrics[f"test_{k}"] for k in ("accuracy", "f1", "macro_f1")}})
+                loads = [h for h in trainer.state.log_history if "expert_load/0" in h]
+                if loads:  # the last logged per-expert load fractions (averaged over layers)
+                    rows[-1]["expert_load"] = [loads[-1][f"expert_load/{i}"] for i in range(8)]
                 print(rows[-1])
                 save(args.name, {"args": vars(args), "rows": rows})
     print("\n| task | method | accuracy | F1 | macro-F1 | seeds |\n|---|---|---:|---:|---:|---:|")
     for task in ("sst2", "mrpc"):
-        for method in ("moe", "lora"):
+        for method in args.methods:
             rs = [r for r in rows if r["task"] == task and r["method"] == method]
-            cells = [f"{100 * np.mean([r[k] for r in rs]):.2f} ± {100 * np.std([r[k] for r in rs]):.2f}"
-                     for k in ("accuracy", "f1", "macro_f1")]
+            cells = [mean_std([r[k] for r in rs]) for k in ("accuracy", "f1", "macro_f1")]
             print(f"| {task} | {method} | {' | '.join(cells)} | {len(rs)} |")
 
 
@@ -184,7 +190,9 @@ def main() -> None:
     p.add_argument("--moe_alpha", type=float, default=8.0,
                    help="MoE-LoRA lora_alpha (8 = 2·r, LoRA's own convention; 64 = 8·that, which cancels the 1/E "
                    "gate weight at init so the mixture's update scale matches LoRA r=36 alpha=72)")
+    p.add_argument("--methods", nargs="+", choices=["moe", "lora"], default=["moe", "lora"])
     p.add_argument("--name", default="moe_lora_quality", help="results file benchmarks/results/<name>.json")
+    p.add_argument("--resume", action="store_true", help="keep the rows of an earlier run with the same settings")
     p.set_defaults(fn=bench_quality)
     dispatch(parser)
 

@@ -3,7 +3,7 @@
     python scripts/bench_ttlora.py layer    # per-layer fwd+bwd: base, PEFT LoRA r=16, the 3 TT paths
     python scripts/bench_ttlora.py step     # MiniLM training step: TT-LoRA vs PEFT LoRA r=16 (+ head-only, full FT)
     python scripts/bench_ttlora.py merged   # merged TT-LoRA inference vs base model inference
-    python scripts/bench_ttlora.py quality --glue_dir ../shared/data/glue   # SST-2 accuracy/F1 vs LoRA, 3 seeds
+    python scripts/bench_ttlora.py quality --glue_dir ../shared/data/glue   # SST-2 vs LoRA, lr chosen on dev, 3 seeds
 
 Results go to benchmarks/results/<name>.json and are printed as markdown tables.
 """
@@ -24,15 +24,23 @@ from tqdm import tqdm
 from hf_ttmoe import DEFAULT_BASE_MODEL, TTLoRAConfig, TTLoRALinear, TTLoRAModel, load_base_model
 
 RESULTS = Path("benchmarks/results")
+MINILM_ARCHITECTURE = dict(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
+                           intermediate_size=1536, max_position_embeddings=512)  # all-MiniLM-L6-v2
 
 
 def interleaved(fns: dict, reps: int, warmup: int = 1) -> dict[str, float]:
-    """Median seconds per call of each fn, running them round-robin so machine-speed drift hits all alike."""
+    """Median seconds per call of each fn, running them round-robin so machine-speed drift hits all alike.
+
+    On a GPU each call is timed to the end of its kernels (the device is synchronized before reading the clock).
+    """
+    sync = torch.cuda.synchronize if torch.cuda.is_initialized() else (lambda: None)
     times = {k: [] for k in fns}
     for r in tqdm(range(warmup + reps), desc="reps", leave=False):
         for name, fn in fns.items():
+            sync()
             t0 = time.perf_counter()
             fn()
+            sync()
             if r >= warmup:
                 times[name].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
@@ -46,9 +54,54 @@ def dispatch(parser) -> None:
     fn(args)
 
 
+def bench_base(args, num_labels: int = 2) -> nn.Module:
+    """The MiniLM base for timings, on `args.device`: the embedded weights, or with `--random_base` the same
+    architecture with random weights (for machines without the embedded package; timings do not depend on values)."""
+    if getattr(args, "random_base", False):
+        from transformers import AutoConfig, AutoModelForSequenceClassification
+
+        torch.manual_seed(0)
+        config = AutoConfig.for_model("bert", num_labels=num_labels, **MINILM_ARCHITECTURE)
+        base = AutoModelForSequenceClassification.from_config(config)
+        base.config.name_or_path = DEFAULT_BASE_MODEL
+    else:
+        base = load_base_model(TTLoRAConfig(base_model_name_or_path=DEFAULT_BASE_MODEL, num_labels=num_labels))
+    return base.to(getattr(args, "device", "cpu"))
+
+
+def add_device_args(parser) -> None:
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is present")
+    parser.add_argument("--random_base", action="store_true",
+                        help="MiniLM's architecture with random weights instead of the embedded checkpoint")
+
+
+def mean_std(values) -> str:
+    """Fractions as `mean ± std` in percent (population std over seeds)."""
+    return f"{100 * statistics.fmean(values):.2f} ± {100 * statistics.pstdev(values):.2f}"
+
+
+def results_name(name: str, args) -> str:
+    """`name`, suffixed with the device when it is not the CPU (`moe_mixed_cuda`)."""
+    device = getattr(args, "device", "cpu")
+    return name if device == "cpu" else f"{name}_{device.split(':')[0]}"
+
+
 def save(name: str, payload: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2))
+
+
+def resumed_rows(args, ignore: tuple[str, ...]) -> list[dict]:
+    """The rows of `benchmarks/results/<args.name>.json` if it was run with the same settings (`ignore` aside)."""
+    path = RESULTS / f"{args.name}.json"
+    if not path.exists():
+        return []
+    earlier = json.loads(path.read_text())
+    same = {k: v for k, v in earlier["args"].items() if k not in ignore}
+    now = {k: v for k, v in vars(args).items() if k not in ignore}
+    if same != now:
+        raise SystemExit(f"--resume: {path} was run with other settings: {same} vs now {now}")
+    return earlier["rows"]
 
 
 def peft_lora_linear(linear: nn.Linear, r: int = 16) -> nn.Module:
@@ -63,9 +116,9 @@ def bench_layer(args) -> None:
     for d in args.dims:
         for batch in args.batches:
             torch.manual_seed(0)
-            base = nn.Linear(d, d, bias=False).requires_grad_(False)
-            x = torch.randn(batch, args.seq, d)
-            variants = {"base linear": base, "PEFT LoRA r=16": peft_lora_linear(copy.deepcopy(base))}
+            base = nn.Linear(d, d, bias=False, device=args.device).requires_grad_(False)
+            x = torch.randn(batch, args.seq, d, device=args.device)
+            variants = {"base linear": base, "PEFT LoRA r=16": peft_lora_linear(copy.deepcopy(base)).to(args.device)}
             for impl in ("factors", "contraction", "reconstruction"):
                 layer = TTLoRALinear(copy.deepcopy(base), tt_rank=5, forward_impl=impl)
                 with torch.no_grad():  # trained-like, non-zero cores
@@ -87,7 +140,7 @@ def bench_layer(args) -> None:
             print(f"\nd={d} x=({batch}, {args.seq}, {d})")
             for name, t in med.items():
                 print(f"| {name:18s} | {t * 1e3:9.1f} ms | {t / lora:5.2f}x LoRA |")
-    save("ttlora_layer", {"args": vars(args), "rows": rows})
+    save(results_name("ttlora_layer", args), {"args": vars(args), "rows": rows})
 
 
 def saved_activation_bytes(fn) -> int:
@@ -183,7 +236,11 @@ def bench_merged(args) -> None:
 
 
 def bench_quality(args) -> None:
-    import numpy as np
+    """SST-2, TT-LoRA vs PEFT LoRA r=16, each at its own learning rate chosen on the dev split.
+
+    Seed `--seeds[0]` trains every learning rate of each method's grid; the one with the best dev accuracy is kept
+    and the other seeds train at it. Test rows (GLUE's validation set) are never used to choose.
+    """
     import peft
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
@@ -193,38 +250,57 @@ def bench_quality(args) -> None:
     config = TTLoRAConfig(base_model_name_or_path=DEFAULT_BASE_MODEL, num_labels=2, task="sst2")
     tokenizer = load_tokenizer(config)
     data_args = DataArguments(task="sst2", glue_dir=args.glue_dir, max_length=64,
-                              max_train_samples=args.max_train_samples)
+                              max_train_samples=args.max_train_samples, max_eval_samples=args.max_dev_samples)
     splits, _ = load_tokenized(data_args, tokenizer)
-    rows = []
-    for seed in args.seeds:
-        for method, lr in (("TT-LoRA r=5", args.tt_lr), ("PEFT LoRA r=16", args.lora_lr)):
-            torch.manual_seed(seed)
-            if method.startswith("TT"):
-                model = TTLoRAModel(config)
-            else:
-                model = peft.get_peft_model(load_base_model(config), peft.LoraConfig(
-                    r=16, lora_alpha=16, target_modules=["query", "value"], modules_to_save=["classifier"]))
-            training_args = TrainingArguments(
-                output_dir=f"runs/bench_quality/{method}-{seed}", num_train_epochs=args.epochs, learning_rate=lr,
-                per_device_train_batch_size=32, per_device_eval_batch_size=128, save_strategy="no",
-                report_to=[], use_cpu=True, seed=seed, logging_steps=50, warmup_steps=0.06, weight_decay=0.0)
-            trainer = Trainer(model=model, args=training_args, train_dataset=splits["train"],
-                              data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=compute_metrics)
-            t0 = time.perf_counter()
-            trainer.train()
-            train_s = time.perf_counter() - t0
-            metrics = trainer.evaluate(splits["test"], metric_key_prefix="test")
-            rows.append({"method": method, "seed": seed, "lr": lr, "train_s": train_s,
-                         **{k: metrics[f"test_{k}"] for k in ("accuracy", "f1", "macro_f1")}})
-            print(rows[-1])
-            save("ttlora_quality", {"args": vars(args), "rows": rows})
-    print(f"\nSST-2 test (872 rows), MiniLM, {args.epochs} epoch(s) on {args.max_train_samples} training rows")
-    print("| method | accuracy | F1 | macro-F1 | seeds |")
-    for method in dict.fromkeys(r["method"] for r in rows):
-        rs = [r for r in rows if r["method"] == method]
-        cells = [f"{100 * np.mean([r[k] for r in rs]):.2f} ± {100 * np.std([r[k] for r in rs]):.2f}"
-                 for k in ("accuracy", "f1", "macro_f1")]
-        print(f"| {method} | {' | '.join(cells)} | {len(rs)} |")
+    methods = {"TT-LoRA r=5": args.tt_lrs, "PEFT LoRA r=16": args.lora_lrs}
+    rows = resumed_rows(args, ("resume",)) if args.resume else []
+
+    def run(method: str, lr: float, seed: int) -> dict:
+        done = [r for r in rows if (r["method"], r["lr"], r["seed"]) == (method, lr, seed)]
+        if done:
+            return done[0]
+        torch.manual_seed(seed)
+        if method.startswith("TT"):
+            model = TTLoRAModel(config)
+        else:
+            model = peft.get_peft_model(load_base_model(config), peft.LoraConfig(
+                r=16, lora_alpha=16, target_modules=["query", "value"], modules_to_save=["classifier"]))
+        training_args = TrainingArguments(
+            output_dir=f"runs/bench_quality/{method}-{lr}-{seed}", num_train_epochs=args.epochs, learning_rate=lr,
+            per_device_train_batch_size=32, per_device_eval_batch_size=128, save_strategy="no",
+            report_to=[], use_cpu=True, seed=seed, logging_steps=50, warmup_steps=0.06, weight_decay=0.0)
+        trainer = Trainer(model=model, args=training_args, train_dataset=splits["train"],
+                          data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=compute_metrics)
+        t0 = time.perf_counter()
+        trainer.train()
+        row = {"method": method, "seed": seed, "lr": lr, "train_s": time.perf_counter() - t0}
+        for split, prefix in (("validation", "dev"), ("test", "test")):
+            metrics = trainer.evaluate(splits[split], metric_key_prefix=prefix)
+            row.update({f"{prefix}_{k}": metrics[f"{prefix}_{k}"] for k in ("accuracy", "f1", "macro_f1")})
+        rows.append(row)
+        print(row)
+        save(args.name, {"args": vars(args), "rows": rows})
+        return row
+
+    chosen = {}
+    for method, lrs in methods.items():
+        sweep = [run(method, lr, args.seeds[0]) for lr in lrs]
+        chosen[method] = max(sweep, key=lambda r: r["dev_accuracy"])["lr"]
+    final = {m: [run(m, lr, seed) for seed in args.seeds] for m, lr in chosen.items()}
+    save(args.name, {"args": vars(args), "rows": rows, "chosen_lr": chosen})
+
+    print(f"\nLearning rate chosen on the dev split ({len(splits['validation'])} rows), seed {args.seeds[0]}:")
+    print("| method | " + " | ".join(f"lr {lr:g}" for lr in sorted({r['lr'] for r in rows})) + " |")
+    for method in methods:
+        cells = [next((f"{100 * r['dev_accuracy']:.2f}" for r in rows if (r["method"], r["lr"], r["seed"]) ==
+                       (method, lr, args.seeds[0])), "—") for lr in sorted({r["lr"] for r in rows})]
+        print(f"| {method} | {' | '.join(cells)} |")
+    print(f"\nSST-2 test ({len(splits['test'])} rows), MiniLM, {args.epochs} epoch(s) on {args.max_train_samples} "
+          f"training rows, seeds {args.seeds}")
+    print("| method | lr | accuracy | F1 | macro-F1 |")
+    for method, rs in final.items():
+        cells = [mean_std([r[f"test_{k}"] for r in rs]) for k in ("accuracy", "f1", "macro_f1")]
+        print(f"| {method} | {chosen[method]:g} | {' | '.join(cells)} |")
 
 
 def main() -> None:
@@ -236,6 +312,7 @@ def main() -> None:
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--reps", type=int, default=7)
     p.add_argument("--input_grad", action="store_true", help="also back-propagate to the layer input")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is present")
     p.set_defaults(fn=bench_layer)
     p = sub.add_parser("step")
     p.add_argument("--batch", type=int, default=32)
@@ -252,8 +329,11 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--max_train_samples", type=int, default=8000)
     p.add_argument("--epochs", type=float, default=1.0)
-    p.add_argument("--tt_lr", type=float, default=5e-3)
-    p.add_argument("--lora_lr", type=float, default=1e-3)
+    p.add_argument("--max_dev_samples", type=int, default=2000, help="dev rows used to choose the learning rate")
+    p.add_argument("--tt_lrs", type=float, nargs="+", default=[5e-3, 1e-2, 2e-2])
+    p.add_argument("--lora_lrs", type=float, nargs="+", default=[5e-4, 1e-3, 2e-3])
+    p.add_argument("--name", default="ttlora_quality", help="results file benchmarks/results/<name>.json")
+    p.add_argument("--resume", action="store_true", help="keep the rows of an earlier run with the same settings")
     p.set_defaults(fn=bench_quality)
     dispatch(parser)
 

@@ -13,7 +13,9 @@ class DenseMoELoRAConfig(AdapterConfig):
     Args:
         num_experts: experts per adapted linear (E).
         lora_rank: rank r of each expert; the mixture costs one LoRA of rank E·r.
-        lora_alpha: each expert's update is scaled by `lora_alpha / lora_rank`.
+        lora_alpha: each expert's update is scaled by `lora_alpha / lora_rank`. A dense gate starts near 1/E per
+            expert, so under Adam the mixture's first updates are about 1/E of those of one LoRA with the same
+            `alpha / rank`; `lora_alpha = E · 2r` matches them (measured in BENCHMARKS.md, "Dense MoE-LoRA").
         lora_dropout: dropout on the experts' input.
         num_experts_per_tok: `None` = dense softmax over all experts; k = top-k, renormalized over the chosen k.
         router_jitter_noise: multiplicative uniform noise `[1-ε, 1+ε]` on the gate's input, in training only.
