@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, PreTrainedConfig, PreTrainedModel
 
@@ -376,6 +376,22 @@ class AdapterModel(PreTrainedModel):
         if push_to_hub:
             return self.push_to_hub(kwargs.pop("repo_id", str(save_directory)), **kwargs)
 
+    def push_to_hub(self, repo_id: str, **kwargs):
+        """Push config, weights and a model card to the Hub repo `repo_id` (created if missing) in one commit; a README
+        already there is updated, not overwritten. Keywords as in `hf_ttmoe.hub.push_to_hub`; returns the
+        `CommitInfo` (`.oid` is the commit sha)."""
+        from .hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
+
+    @property
+    def model_card_data(self):
+        """What this model's card says (`hub_cards` dataclass): set the user fields (license, datasets, tags, ...);
+        the rest is filled from the model when pushing and from training by `ModelCardCallback`."""
+        from .hub import model_card_data
+
+        return model_card_data(self)
+
     def load_adapter_state_dict(self, tensors: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
         """Load adapter + head weights, refusing missing, unexpected or mis-shaped ones with an error naming them."""
         own = self.adapter_state_dict()
@@ -416,25 +432,25 @@ class AdapterModel(PreTrainedModel):
     ):
         """Load a saved adapter: rebuild the base model its config names (or wrap `base_model`), then load weights.
 
-        Works on a local directory or a Hub repo id (`revision`, `token`, `cache_dir`, `HF_HUB_OFFLINE=1`).
+        Works on a local directory or a Hub repo id (`revision`, `token`, `cache_dir`, `local_files_only`,
+        `HF_HUB_OFFLINE=1`); Hub files are pulled into the cache and checked (`hf_ttmoe.hub.pull`), errors name the
+        repo.
         """
+        from .hub import pull, read_weights
+
         path = str(pretrained_model_name_or_path)
-        hub = dict(revision=revision, token=token, cache_dir=cache_dir, local_files_only=local_files_only)
-        if config is None:
-            config = cls.config_class.from_pretrained(path, **hub)
-        weights = cls._resolve_file(path, WEIGHTS_NAME, hub)
-        model = cls(config, base_model=base_model)
-        model.load_adapter_state_dict(load_file(weights), source=f"{path}/{WEIGHTS_NAME}")
-        return model.eval()
-
-    @staticmethod
-    def _resolve_file(path: str, filename: str, hub: dict) -> str:
         if os.path.isdir(path):
-            local = os.path.join(path, filename)
-            if not os.path.isfile(local):
-                raise FileNotFoundError(f"{path!r} has no {filename}: it is not a saved hf_ttmoe model.")
-            return local
-        from huggingface_hub import hf_hub_download
-
-        return hf_hub_download(path, filename, **{k: v for k, v in hub.items() if v is not None})
+            directory, source = path, path
+            if not os.path.isfile(os.path.join(path, WEIGHTS_NAME)):
+                raise FileNotFoundError(f"{path!r} has no {WEIGHTS_NAME}: it is not a saved hf_ttmoe model.")
+        else:
+            directory, commit = pull(path, (CONFIG_NAME, WEIGHTS_NAME), revision, owner=f"{cls.__name__} {path!r}",
+                                     token=token, cache_dir=cache_dir, local_files_only=local_files_only)
+            source = f"{path}@{commit[:10]}"
+        if config is None:
+            config = cls.config_class.from_pretrained(directory)
+        tensors = read_weights(os.path.join(directory, WEIGHTS_NAME), f"{cls.__name__} {source!r}")
+        model = cls(config, base_model=base_model)
+        model.load_adapter_state_dict(tensors, source=f"{source}/{WEIGHTS_NAME}")
+        return model.eval()
 

@@ -2,5 +2,6 @@
 
 from .balance_loss import BalanceLossCallback
 from .expert_freezing import ExpertFreezingCallback
+from .model_card import ModelCardCallback
 
-__all__ = ["BalanceLossCallback", "ExpertFreezingCallback"]
+__all__ = ["BalanceLossCallback", "ExpertFreezingCallback", "ModelCardCallback"]

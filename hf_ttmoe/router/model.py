@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
@@ -32,69 +31,14 @@ from ..adapter import (
     is_partitioned,
     load_base_model,
 )
+from ..hub import Expert, IncompatibleExpertError, load_expert, load_experts, pull, read_weights
 from ..ttlora import TTLoRAConfig
 from .config import TTLoRAMoEConfig
 from .features import router_loss
 from .layer import MixedHead, MixedTTLoRALinear
 from .router import Router
 
-CORE_TAG = ".ttlora_cores."
 ENCODER_TYPES = ("bert", "roberta", "xlm-roberta", "electra", "distilbert")
-
-
-@dataclass
-class Expert:
-    """One frozen expert as read from its directory: config and tensors."""
-
-    repo_id: str
-    revision: str | None
-    task: str
-    path: str
-    config: TTLoRAConfig
-    tensors: dict[str, torch.Tensor]
-
-    @property
-    def num_labels(self) -> int:
-        return self.config.num_labels
-
-    def modules(self) -> list[str]:
-        return sorted({k.split(CORE_TAG)[0] for k in self.tensors if CORE_TAG in k})
-
-    def cores(self, module: str) -> list[torch.Tensor]:
-        n = sum(1 for k in self.tensors if k.startswith(module + CORE_TAG))
-        return [self.tensors[f"{module}{CORE_TAG}{j}"] for j in range(n)]
-
-
-def resolve_expert_dir(repo_id: str, revision: str | None = None, root: str | None = None, **hub_kwargs) -> str:
-    """A local directory holding the expert: `repo_id` itself, or relative to `root`, or downloaded from the Hub."""
-    for candidate in (repo_id, os.path.join(root, repo_id) if root else None):
-        if candidate and os.path.isdir(candidate):
-            return candidate
-    if os.path.isabs(repo_id) or repo_id.startswith(".") or repo_id.count("/") > 1:
-        raise FileNotFoundError(f"no directory {repo_id!r}" + (f" (nor relative to {root!r})" if root else ""))
-    from huggingface_hub import snapshot_download
-
-    hub_kwargs = {k: v for k, v in hub_kwargs.items() if v is not None}
-    return snapshot_download(repo_id, revision=revision, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME], **hub_kwargs)
-
-
-def load_expert(entry: dict, root: str | None = None, **hub_kwargs) -> Expert:
-    """Read one expert's config and safetensors (no model is built). Errors name the expert."""
-    repo_id, revision = entry["repo_id"], entry.get("revision")
-    try:
-        path = resolve_expert_dir(repo_id, revision, root, **hub_kwargs)
-        config = TTLoRAConfig.from_dict(json.loads(Path(path, CONFIG_NAME).read_text()))
-        tensors = load_file(os.path.join(path, WEIGHTS_NAME))
-    except Exception as err:
-        message = f"Expert {repo_id!r} (revision {revision}) could not be loaded: {err}"
-        try:
-            wrapped = type(err)(message)
-        except Exception:  # exception types whose constructor takes more than a message
-            wrapped = RuntimeError(message)
-        raise wrapped from err
-    if config.model_type != "ttlora":
-        raise ValueError(f"Expert {repo_id!r} is a {config.model_type!r} model, not a TT-LoRA expert.")
-    return Expert(repo_id, revision, entry.get("task") or config.task or repo_id, path, config, tensors)
 
 
 def check_compatible(experts: list[Expert]) -> None:
@@ -104,6 +48,7 @@ def check_compatible(experts: list[Expert]) -> None:
     ref = experts[0]
     facts = {
         "base_model_signature": lambda e: e.config.base_model_signature,
+        "base model": lambda e: (e.config.base_model_name_or_path, e.config.base_model_revision),
         "task_type": lambda e: e.config.task_type,
         "target_modules": lambda e: sorted(e.config.target_modules or []),
         "adapted modules": lambda e: e.modules(),
@@ -112,7 +57,7 @@ def check_compatible(experts: list[Expert]) -> None:
     for expert in experts[1:]:
         for what, get in facts.items():
             if get(expert) != get(ref):
-                raise ValueError(
+                raise IncompatibleExpertError(
                     f"Expert {expert.repo_id!r} (task {expert.task!r}) is not compatible with expert {ref.repo_id!r} "
                     f"(task {ref.task!r}): {what} {get(expert)} vs {get(ref)}."
                 )
@@ -134,7 +79,7 @@ def stacked_factors(experts: list[Expert], module: str, in_features: int, out_fe
         modes = [c.shape[1] for c in cores]
         m = next((j for j in range(1, len(modes)) if math.prod(modes[:j]) == in_features), None)
         if m is None or math.prod(modes[m:]) != out_features:
-            raise ValueError(f"Expert {expert.repo_id!r}: cores of {module} (modes {modes}) do not fit a "
+            raise IncompatibleExpertError(f"Expert {expert.repo_id!r}: cores of {module} (modes {modes}) do not fit a "
                              f"{out_features}x{in_features} weight.")
         u, v = tt.tt_factors([c.float() for c in cores], m)  # (out, r), (r, in)
         us.append(u * (expert.config.alpha / cores[m].shape[0]))
@@ -200,24 +145,17 @@ class TTLoRAMoEModel(PreTrainedModel):
     def __init__(self, config: TTLoRAMoEConfig, base_model: PreTrainedModel | None = None,
                  experts: list[Expert] | None = None, root: str | None = None, **hub_kwargs):
         super().__init__(config)
-        if experts is None:
-            def load(entry):
-                return load_expert(entry, root, **hub_kwargs)
-
-            local = all(os.path.isdir(e["repo_id"]) or (root and os.path.isdir(os.path.join(root, e["repo_id"])))
-                        for e in config.experts)
-            if local:
-                experts = [load(e) for e in config.experts]
-            else:  # Hub downloads in parallel, into the normal cache
-                with ThreadPoolExecutor(max_workers=8) as pool:
-                    experts = list(pool.map(load, config.experts))
+        if experts is None:  # local directories, or pulled from the Hub at their pinned commits, in parallel
+            experts = load_experts(config.experts, root, **hub_kwargs)
         check_compatible(experts)
         first = experts[0].config
-        config.experts = [{"repo_id": e.repo_id, "revision": e.revision, "task": e.task} for e in experts]
+        self.expert_sources = experts  # where each expert came from (pushing and saving use it)
+        config.experts = [e.reference() for e in experts]
         config.base_model_name_or_path = config.base_model_name_or_path or first.base_model_name_or_path
         if config.base_model_signature not in (None, first.base_model_signature):
-            raise ValueError(f"The experts' base {first.base_model_signature} differs from this MoE's "
-                             f"{config.base_model_signature}.")
+            raise IncompatibleExpertError(
+                f"Expert {experts[0].repo_id!r} has base {first.base_model_signature}, but this MoE was composed on "
+                f"{config.base_model_signature}.")
         config.base_model_signature = first.base_model_signature
         config.target_modules, config.pad_token_id = first.target_modules, first.pad_token_id
         config.gguf_file = first.gguf_file
@@ -231,8 +169,9 @@ class TTLoRAMoEModel(PreTrainedModel):
             raise ValueError("Cannot compose experts onto a DeepSpeed ZeRO-3-partitioned base model: compose on a "
                              "whole model (e.g. before deepspeed.initialize), then train the router under ZeRO.")
         elif base_signature(base_model.config) != first.base_model_signature:
-            raise ValueError(f"base_model has architecture {base_signature(base_model.config)}, the experts were "
-                             f"trained on {first.base_model_signature}.")
+            raise IncompatibleExpertError(
+                f"base_model has architecture {base_signature(base_model.config)}, but the experts (e.g. "
+                f"{experts[0].repo_id!r}) were trained on {first.base_model_signature}.")
         self.model = base_model.requires_grad_(False)
         embeddings, layers = _find_layers(base_model)
         self._inject(experts)
@@ -393,28 +332,49 @@ class TTLoRAMoEModel(PreTrainedModel):
         if not is_main_process:
             return
         config = self.config.to_dict()
-        for entry in config["experts"]:
-            if os.path.isdir(entry["repo_id"]):
-                entry["repo_id"] = os.path.relpath(os.path.abspath(entry["repo_id"]), os.path.abspath(save_directory))
+        config["experts"] = [{**e.reference(), "repo_id": os.path.relpath(os.path.abspath(e.path),
+                                                                       os.path.abspath(save_directory))}
+                             if e.local else e.reference() for e in self.expert_sources]
         config["architectures"] = [type(self).__name__]
         atomic_write(Path(save_directory, WEIGHTS_NAME), lambda p: save_file(tensors, p, metadata={"format": "pt"}))
         atomic_write(Path(save_directory, CONFIG_NAME),
                      lambda p: Path(p).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n"))
+        if push_to_hub:
+            return self.push_to_hub(kwargs.pop("repo_id", str(save_directory)), **kwargs)
+
+    def push_to_hub(self, repo_id: str, **kwargs):
+        """Push the router, after pushing its local experts to `repo_id`'s namespace, pinned to their commits; see
+        `hf_ttmoe.hub.push_to_hub` (and `hf_ttmoe.hub.push_experts` to choose the experts' namespace and names)."""
+        from ..hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
+
+    @property
+    def model_card_data(self):
+        """What this router's model card says (`hub_cards.RouterCardData`); user fields persist until pushed."""
+        from ..hub import model_card_data
+
+        return model_card_data(self)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, base_model=None, revision=None, token=None,
                         cache_dir=None, local_files_only=False, **kwargs):
-        """Load a saved MoE: its router, and every expert it references (local paths resolve relative to it)."""
+        """Load a saved MoE from a local directory or a Hub repo (at `revision`): its router, and every expert it
+        references, pulled at its pinned commit in parallel (local paths resolve relative to the directory). `token`,
+        `cache_dir`, `local_files_only` and `HF_HUB_OFFLINE=1` apply to the router and to every expert."""
         path = str(pretrained_model_name_or_path)
-        hub = {"token": token, "cache_dir": cache_dir, "local_files_only": local_files_only or None}
-        root = path if os.path.isdir(path) else resolve_expert_dir(path, revision, None, **hub)
+        hub = {"token": token, "cache_dir": cache_dir, "local_files_only": local_files_only}
+        local = os.path.isdir(path)
+        root = path if local else pull(path, (CONFIG_NAME, WEIGHTS_NAME), revision, owner=f"Router {path!r}",
+                                       **hub)[0]
         config = TTLoRAMoEConfig.from_dict(json.loads(Path(root, CONFIG_NAME).read_text()))
-        model = cls(config, base_model=base_model, root=root, **hub)
-        tensors = load_file(os.path.join(root, WEIGHTS_NAME))
+        model = cls(config, base_model=base_model, root=root if local else None, **hub)
+        tensors = read_weights(os.path.join(root, WEIGHTS_NAME), f"Router {path!r}")
         own = model.router_state_dict()
         bad = sorted(set(own) ^ set(tensors)) + [k for k in own if k in tensors and own[k].shape != tensors[k].shape]
         if bad:
-            raise ValueError(f"{root}/{WEIGHTS_NAME} does not fit this router ({len(own)} tensors): {bad[:5]}")
+            raise ValueError(f"Router {path!r}: {WEIGHTS_NAME} does not fit this router ({len(own)} tensors): "
+                             f"{bad[:5]}")
         model.load_state_dict(tensors, strict=False)
         return model.eval()
 
@@ -429,6 +389,11 @@ class TTLoRAMoEModel(PreTrainedModel):
         parent_name, _, child = head_name.rpartition(".")
         setattr(self.model.get_submodule(parent_name) if parent_name else self.model, child, head)
         return self.model
+
+    def _source_entries(self) -> list[dict]:
+        """The experts' references, local directories as paths that resolve from anywhere."""
+        return [{**e.reference(), "repo_id": os.path.abspath(e.path)} if e.local else e.reference()
+                for e in self.expert_sources]
 
     def _recompose(self, entries: list[dict]) -> TTLoRAMoEModel:
         old = dict(zip(self.tasks, range(len(self.tasks))))
@@ -445,13 +410,13 @@ class TTLoRAMoEModel(PreTrainedModel):
     def add_expert(self, expert: str | dict) -> TTLoRAMoEModel:
         """A new MoE with one more expert (same base object); retrain its router afterwards."""
         entry = expert if isinstance(expert, dict) else {"repo_id": str(expert)}
-        return self._recompose(self.config.experts + [entry])
+        return self._recompose(self._source_entries() + [entry])
 
     def remove_expert(self, task: str) -> TTLoRAMoEModel:
         """A new MoE without the expert of `task` (same base object); retrain its router afterwards."""
         if task not in self.tasks:
             raise ValueError(f"No expert for task {task!r}; experts: {self.tasks}.")
-        return self._recompose([e for e in self.config.experts if e["task"] != task])
+        return self._recompose([e for e in self._source_entries() if e["task"] != task])
 
 
-__all__ = ["TTLoRAMoEModel", "TTLoRAMoEOutput", "check_compatible", "load_expert", "stacked_factors"]
+__all__ = ["Expert", "TTLoRAMoEModel", "TTLoRAMoEOutput", "check_compatible", "load_expert", "stacked_factors"]
