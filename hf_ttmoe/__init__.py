@@ -2,9 +2,10 @@
 
 from transformers import AutoConfig, AutoModel
 
-from . import tt
+from . import hub, tt
 from .adapter import DEFAULT_BASE_MODEL, AdapterConfig, AdapterModel, load_base_model, load_tokenizer
 from .data import EMBEDDED_TASKS, load_task, mixed_tasks, tokenize_task
+from .hub import push_experts
 from .moe_lora import DenseMoELoRAConfig, DenseMoELoRALinear, DenseMoELoRAModel, DenseMoELoRAOutput
 from .router import TTLoRAMoEConfig, TTLoRAMoEModel, TTLoRAMoEOutput
 from .ttlora import TTLoRAConfig, TTLoRALinear, TTLoRAModel
@@ -34,10 +35,12 @@ __all__ = [
     "TTLoRAMoEModel",
     "TTLoRAMoEOutput",
     "TTLoRAModel",
+    "hub",
     "load_base_model",
     "load_task",
     "load_tokenizer",
     "mixed_tasks",
+    "push_experts",
     "tokenize_task",
     "tt",
 ]

@@ -65,9 +65,9 @@ def section_is_pristine(text: str) -> bool | None:
     return section.group("sha") == _sha256(section.group("body"))
 
 
-def update_readme(existing: str | None, card: ModelCard) -> str:
+def update_readme(existing: str | None, card: ModelCard, keep_body: bool = False) -> str:
     """`card` merged into the README text `existing` (see the module docstring for the rule); `card` alone when there
-    is no README yet."""
+    is no README yet. With `keep_body`, only the metadata is merged and `existing`'s body is kept whatever it is."""
     if not existing or not existing.strip():
         return str(card)
     old = ModelCard(existing, ignore_metadata_errors=True)
@@ -79,7 +79,9 @@ def update_readme(existing: str | None, card: ModelCard) -> str:
             metadata[key] = value
     body, new_section = old.text, _SECTION.search(card.text)
     section = _SECTION.search(body)
-    if section is not None:
+    if keep_body:
+        pass
+    elif section is not None:
         if section_is_pristine(body):  # ours and untouched: swap in the new section (or the new body, if it has none)
             replacement = new_section.group(0) if new_section else card.text.strip("\n")
             body = body[: section.start()] + replacement + body[section.end():]

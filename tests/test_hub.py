@@ -7,6 +7,8 @@ import json
 import os
 import re
 import shutil
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -478,3 +480,39 @@ def test_trainer_push_end_writes_our_card_not_the_trainer_draft(hub, tmp_path, n
     assert "Trainer had access to" not in card.text and "accuracy" in card.text
     files = {s.rfilename for s in hub.api.model_info(repo).siblings}
     assert {"config.json", "model.safetensors", "README.md"} <= files
+
+
+def test_push_script_pushes_an_expert_directory_and_a_router(hub, tmp_path, name):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from push import main
+
+    base_dir = tmp_path / "tiny-bert"  # a base model the router can load by path
+    tiny_base("bert", num_labels=2).save_pretrained(base_dir)
+    paths = []
+    for i in range(2):
+        config = TTLoRAConfig(base_model_name_or_path=str(base_dir), task=f"task{i}", num_labels=2, tt_rank=2)
+        expert = TTLoRAModel(config, base_model=tiny_base("bert", num_labels=2))
+        with torch.no_grad():
+            for p in expert.parameters():
+                if p.requires_grad:
+                    p.normal_(0, 0.3)
+        paths.append(tmp_path / f"{name}-e{i}")
+        expert.save_pretrained(paths[-1])
+    # a README written during training (or by hand) keeps its body; the metadata is ours plus the flags
+    (paths[0] / "README.md").write_text("---\nlicense: mit\n---\n# Sentiment expert\n\nTrained by hand.\n")
+    commit = main(["--path", str(paths[0]), "--repo_id", f"org/{name}-e0", "--datasets", "stanfordnlp/sst2",
+                   "--tags", "cli"])
+    assert commit == hub.server.commits(f"org/{name}-e0")[0]
+    card = hub.readme(f"org/{name}-e0")
+    assert card.text == "# Sentiment expert\n\nTrained by hand.\n"
+    assert card.data.license == "mit" and card.data.library_name == "hf_ttmoe"
+    assert card.data.datasets == ["stanfordnlp/sst2"] and {"cli", "tt-lora"} <= set(card.data.tags)
+    moe = TTLoRAMoEModel.from_experts([str(p) for p in paths], base_model=tiny_base("bert", num_labels=5))
+    moe.save_pretrained(tmp_path / "router")
+    main(["--path", str(tmp_path / "router"), "--repo_id", f"org/{name}-router", "--license", "mit",
+          "--expert_names", json.dumps({"task1": f"{name}-second"})])
+    pinned = json.loads(hub.server.file_bytes(f"org/{name}-router", "config.json"))["experts"]
+    assert [e["repo_id"] for e in pinned] == [f"org/{name}-e0", f"org/{name}-second"]
+    assert pinned[0]["revision"] == commit  # same files already on the Hub: pinned, not pushed again
+    assert len(hub.server.commits(f"org/{name}-e0")) == 2
+    assert hub.readme(f"org/{name}-router").data.license == "mit"

@@ -91,10 +91,25 @@ def _hub_commit_with(api: HfApi, repo_id: str, directory: str, revision: str | N
 
 
 def push_expert_dir(directory: str | os.PathLike, repo_id: str, *, in_features: dict[str, int] | None = None,
-                    commit_message: str | None = None, private: bool | None = None, token: str | bool | None = None,
-                    revision: str | None = None) -> str:
-    """Push a saved expert directory (config, weights, and its README if it has one, else a card rendered from the
-    files) in one commit, unless the repo already holds these exact files. Returns the commit sha holding them."""
+                    metadata: dict | None = None, commit_message: str | None = None, private: bool | None = None,
+                    token: str | bool | None = None, revision: str | None = None) -> str:
+    """Push a saved expert directory in one commit, unless the repo already holds its exact config and weights.
+
+    The card is rendered from the files; when the directory has a README.md (e.g. written by `ModelCardCallback`
+    during training, or by hand) its body is kept and only its metadata refreshed. Either is then merged into the
+    README on the Hub (see `hub_cards.update_readme`).
+
+    Args:
+        directory: a `TTLoRAModel.save_pretrained` directory.
+        repo_id: "namespace/name"; created if missing.
+        in_features: module name -> input size, to show each TT layout's input/output split (default: guessed from
+            the base model's hidden and intermediate sizes).
+        metadata: card metadata to set (`license`, `language`, ...); `tags` and `datasets` are added to the card's.
+        commit_message / private / token / revision: as in `HfApi.create_commit`.
+
+    Returns:
+        The sha of the commit holding the files.
+    """
     directory = str(directory)
     api = _api(token)
     repo_id = _prepare_repo(api, repo_id, private, revision)
@@ -103,10 +118,15 @@ def push_expert_dir(directory: str | os.PathLike, repo_id: str, *, in_features: 
         return existing
     config = TTLoRAConfig.from_dict(json.loads(Path(directory, CONFIG_NAME).read_text()))
     tensors = read_weights(os.path.join(directory, WEIGHTS_NAME), f"Expert {directory!r}")
+    card = render_card(expert_facts(ExpertCardData(model_id=repo_id), config, tensors, in_features, repo_id))
     readme = Path(directory, README_NAME)
-    card = readme.read_text(encoding="utf-8") if readme.is_file() else \
-        str(render_card(expert_facts(ExpertCardData(model_id=repo_id), config, tensors, in_features, repo_id)))
-    text = update_readme(fetch_readme(repo_id, revision, token), _as_card(card))
+    if readme.is_file():  # its body stays (it may hold training facts); its metadata gets ours
+        card = _as_card(update_readme(readme.read_text(encoding="utf-8"), card, keep_body=True))
+    for key, value in (metadata or {}).items():
+        if key in ("tags", "datasets"):
+            value = list(dict.fromkeys([*(card.data.get(key) or []), *value]))
+        card.data[key] = value
+    text = update_readme(fetch_readme(repo_id, revision, token), card)
     operations = [CommitOperationAdd(name, os.path.join(directory, name)) for name in MODEL_FILES]
     operations.append(CommitOperationAdd(README_NAME, text.encode()))
     info = api.create_commit(repo_id, operations=operations, revision=revision,
