@@ -1,7 +1,7 @@
 """Hub benchmarks (issue 5), against the local Hub server of tests/hub_server.py (HTTP on 127.0.0.1) driven by the
 real `huggingface_hub` client, as in the tests.
 
-    .venv/bin/python scripts/bench_hub.py --num_experts 16 --repeats 9
+    .venv/bin/python scripts/bench_hub.py --num_experts 16 --repeats 9 --threads 1
 
 1. Repo sizes: a TT-LoRA expert repo (MiniLM q/v; the Llama-3.2-1B-shaped reference layout, built on the meta device
    with only the saved tensors materialized) against a PEFT LoRA r=16 adapter repo for the same modules and the same
@@ -37,6 +37,8 @@ REFERENCE_SHAPES = {"q_proj": [[16, 8, 4, 4], [4, 4, 8, 16]], "v_proj": [[16, 16
 class BenchArguments:
     num_experts: int = field(default=16, metadata={"help": "Experts in the composed router."})
     repeats: int = field(default=9, metadata={"help": "Repetitions of each compose timing (median reported)."})
+    threads: int = field(default=1, metadata={"help": "torch intra-op threads while composing (tiny tensor ops: one "
+                                                     "thread avoids OpenMP spin-waits on a busy machine)."})
     output: str = field(default="benchmarks/results/hub.json", metadata={"help": "Where to write the results."})
 
 
@@ -131,6 +133,7 @@ def bench_compose(api, hub: HubServer, cache: Path, args: BenchArguments, apply)
         moe = TTLoRAMoEModel.from_experts(paths, base_model=copy.deepcopy(base))
         router = f"org/ttlora-moe-{args.num_experts}"
         moe.push_to_hub(router)
+    torch.set_num_threads(args.threads)
     timings = {"cold": [], "warm": [], "warm_offline": []}
     requests = {}
     for _ in range(args.repeats):
