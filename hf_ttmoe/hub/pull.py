@@ -86,7 +86,10 @@ def check_safetensors(path: str | os.PathLike) -> None:
             header = json.loads(f.read(header_len))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ValueError(f"header is not valid JSON ({err})") from err
-    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    try:
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"header does not list tensors with data offsets ({err!r})") from err
     if 8 + header_len + max(ends, default=0) != size:
         raise ValueError(f"tensor data ends at byte {8 + header_len + max(ends, default=0)} but the file has {size} "
                          "bytes: truncated or padded")
@@ -203,6 +206,8 @@ def pull(repo_id: str, filenames: tuple[str, ...] = MODEL_FILES, revision: str |
                 if filename.endswith(".safetensors"):
                     check_safetensors(path)
             except ValueError as err:
+                for broken in (os.path.realpath(path), path):  # broken whenever it came: out of the cache
+                    Path(broken).unlink(missing_ok=True)
                 raise CorruptExpertError(f"{owner} (commit {commit}): {filename} is corrupted or truncated: {err}",
                                          repo_id, revision) from err
     except BaseException:
