@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The GPU rows of BENCHMARKS.md, on a lent CUDA machine (not CI): mixed-expert batches, routed inference and the
-# TT-LoRA layer paths. MiniLM's architecture with random weights (`--random_base`): that machine has no embedded
-# checkpoint, and timings do not depend on weight values. Results: benchmarks/results/*_cuda.json (or $OUT).
+# The GPU rows of BENCHMARKS.md, on a lent CUDA machine (not CI): mixed-expert batches, routed inference, and the
+# TT-LoRA and dense MoE-LoRA layers. MiniLM's architecture with random weights (`--random_base`): that machine has
+# no embedded checkpoint, and timings do not depend on weight values. Results: benchmarks/results/*_cuda.json.
 #   bash scripts/bench_gpu.sh            # wheels for missing packages, if any, in .whl/ (see BENCHMARKS.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,4 +16,5 @@ common=(--device cuda --random_base)
 python3 scripts/bench_moe.py mixed "${common[@]}" --experts 1 4 16 64 256 --max_peft_experts 256 --reps 30
 python3 scripts/bench_moe.py e2e "${common[@]}" --reps 30
 python3 scripts/bench_ttlora.py layer --device cuda --dims 384 2048 --batches 2 32 128 --reps 30
+python3 scripts/bench_moe_lora.py layer --device cuda --experts 4 8 16 --reps 30
 if [ -n "${OUT:-}" ]; then cp benchmarks/results/*_cuda.json "$OUT"/; fi

@@ -24,7 +24,16 @@ from torch import nn
 from hf_ttmoe import DEFAULT_BASE_MODEL, DenseMoELoRAConfig, DenseMoELoRAModel, load_base_model, load_tokenizer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_ttlora import dispatch, interleaved, mean_std, resumed_rows, save  # noqa: E402
+from bench_ttlora import (  # noqa: E402
+    add_layer_timing_args,
+    dispatch,
+    interleaved,
+    layer_clock,
+    layer_results_name,
+    mean_std,
+    resumed_rows,
+    save,
+)
 
 LAYERS = [2, 3, 4, 5]
 FFN = ["intermediate.dense", "output.dense"]
@@ -36,13 +45,13 @@ def layer_variants(num: int, args, x: torch.Tensor) -> dict:
     from hf_ttmoe import DenseMoELoRALinear
 
     torch.manual_seed(0)
-    base = nn.Linear(args.d_in, args.d_out).requires_grad_(False)
+    base = nn.Linear(args.d_in, args.d_out, device=args.device).requires_grad_(False)
     fused = DenseMoELoRALinear(copy.deepcopy(base), num, args.rank, alpha=2 * args.rank)
     with torch.no_grad():
         fused.moelora_B.normal_(0, 0.02)
     a, b, gate = fused.moelora_A, fused.moelora_B, fused.moelora_gate
-    lora_a = nn.Parameter(torch.randn(num * args.rank, args.d_in) * 0.02)
-    lora_b = nn.Parameter(torch.randn(args.d_out, num * args.rank) * 0.02)
+    lora_a = nn.Parameter(torch.randn(num * args.rank, args.d_in, device=args.device) * 0.02)
+    lora_b = nn.Parameter(torch.randn(args.d_out, num * args.rank, device=args.device) * 0.02)
 
     def loop():  # the obvious implementation: one LoRA pass per expert, weighted by its gate
         w = gate(x).softmax(-1)  # (B, T, E)
@@ -62,15 +71,16 @@ def layer_variants(num: int, args, x: torch.Tensor) -> dict:
 
 
 def bench_layer(args) -> None:
+    clock = layer_clock(args)
     rows = []
-    x = torch.randn(args.batch, args.seq, args.d_in)
+    x = torch.randn(args.batch, args.seq, args.d_in, device=args.device)
     for num in args.experts:
-        med = interleaved(layer_variants(num, args, x), args.reps)
+        med = interleaved(layer_variants(num, args, x), args.reps, clock=clock)
         row = {"experts": num, **med, "loop_over_fused": med["per-expert loop"] / med["two-GEMM MoE-LoRA"],
                "fused_over_lora": med["two-GEMM MoE-LoRA"] / med["one LoRA of rank E·r"]}
         rows.append(row)
         print(row)
-    save("moe_lora_layer", {"args": vars(args), "rows": rows})
+    save(layer_results_name("moe_lora_layer", args), {"args": vars(args), "rows": rows})
     print(f"\nFFN linear {args.d_in}->{args.d_out}, x=({args.batch}, {args.seq}, {args.d_in}), r={args.rank}, fwd+bwd")
     print("| E | loop / two-GEMM | two-GEMM / one LoRA of rank E·r |\n|---:|---:|---:|")
     for r in rows:
@@ -175,6 +185,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--reps", type=int, default=5)
+    add_layer_timing_args(p)
     p.set_defaults(fn=bench_layer)
     p = sub.add_parser("step")
     p.add_argument("--batch", type=int, default=32)

@@ -28,21 +28,23 @@ MINILM_ARCHITECTURE = dict(vocab_size=30522, hidden_size=384, num_hidden_layers=
                            intermediate_size=1536, max_position_embeddings=512)  # all-MiniLM-L6-v2
 
 
-def interleaved(fns: dict, reps: int, warmup: int = 1) -> dict[str, float]:
+def interleaved(fns: dict, reps: int, warmup: int = 1, clock=time.perf_counter) -> dict[str, float]:
     """Median seconds per call of each fn, running them round-robin so machine-speed drift hits all alike.
 
     On a GPU each call is timed to the end of its kernels (the device is synchronized before reading the clock).
+    `clock=time.thread_time` counts this thread's CPU time instead of wall time: with one intra-op thread it does not
+    count the time other processes take the cores away, so it stays comparable on a busy machine.
     """
     sync = torch.cuda.synchronize if torch.cuda.is_initialized() else (lambda: None)
     times = {k: [] for k in fns}
     for r in tqdm(range(warmup + reps), desc="reps", leave=False):
         for name, fn in fns.items():
             sync()
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
             sync()
             if r >= warmup:
-                times[name].append(time.perf_counter() - t0)
+                times[name].append(clock() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -111,7 +113,26 @@ def peft_lora_linear(linear: nn.Linear, r: int = 16) -> nn.Module:
     return peft.get_peft_model(holder, peft.LoraConfig(r=r, lora_alpha=16, target_modules=["0"]))
 
 
+def add_layer_timing_args(parser) -> None:
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is present")
+    parser.add_argument("--cpu_time", action="store_true",
+                        help="one intra-op thread, timed in CPU time (robust to other load; results *_cpu_time.json)")
+
+
+def layer_clock(args):
+    """The clock `interleaved` uses for layer benchmarks: wall time, or (`--cpu_time`) one thread's CPU time."""
+    if not args.cpu_time:
+        return time.perf_counter
+    torch.set_num_threads(1)
+    return time.thread_time
+
+
+def layer_results_name(name: str, args) -> str:
+    return results_name(f"{name}_cpu_time" if args.cpu_time else name, args)
+
+
 def bench_layer(args) -> None:
+    clock = layer_clock(args)
     rows = []
     for d in args.dims:
         for batch in args.batches:
@@ -133,14 +154,14 @@ def bench_layer(args) -> None:
                     loss.backward()
                 module.zero_grad(set_to_none=True)
 
-            med = interleaved({k: (lambda m=m: step(m)) for k, m in variants.items()}, args.reps)
+            med = interleaved({k: (lambda m=m: step(m)) for k, m in variants.items()}, args.reps, clock=clock)
             lora = med["PEFT LoRA r=16"]
             for name, t in med.items():
                 rows.append({"d": d, "batch": batch, "variant": name, "median_s": t, "ratio_to_lora": t / lora})
             print(f"\nd={d} x=({batch}, {args.seq}, {d})")
             for name, t in med.items():
                 print(f"| {name:18s} | {t * 1e3:9.1f} ms | {t / lora:5.2f}x LoRA |")
-    save(results_name("ttlora_layer", args), {"args": vars(args), "rows": rows})
+    save(layer_results_name("ttlora_layer", args), {"args": vars(args), "rows": rows})
 
 
 def saved_activation_bytes(fn) -> int:
@@ -312,7 +333,7 @@ def main() -> None:
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--reps", type=int, default=7)
     p.add_argument("--input_grad", action="store_true", help="also back-propagate to the layer input")
-    p.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is present")
+    add_layer_timing_args(p)
     p.set_defaults(fn=bench_layer)
     p = sub.add_parser("step")
     p.add_argument("--batch", type=int, default=32)

@@ -39,7 +39,8 @@ LABEL_NAMES = {
     "rotten_tomatoes": ["negative", "positive"],
     "bbc_news": ["business", "entertainment", "politics", "sports", "tech"],
     "tweet_sentiment": ["negative", "neutral", "positive"],
-    "language_id": ["english", "french", "german", "italian", "portuguese", "spanish"],
+    "language_id": ["dutch", "french", "german", "indonesian", "italian", "portuguese", "spanish", "swedish",
+                    "turkish"],
 }
 
 

@@ -90,7 +90,7 @@ def test_router_and_evaluate_scripts(tmp_path):
     assert moe.tasks == ["rotten_tomatoes", "language_id"]
     result = evaluate(["--moe", str(tmp_path / "moe"), "--output_dir", str(tmp_path / "eval"), "--max_per_task",
                        "40", "--max_length", "24"])
-    assert result["router_accuracy"] >= 0.9  # English reviews vs multilingual dialogue lines, from embeddings alone
+    assert result["router_accuracy"] >= 0.9  # English reviews vs non-English dialogue lines, from embeddings alone
     assert sum(result["usage"]) == 80 and sum(map(sum, result["confusion"])) == 80
     assert (tmp_path / "eval" / "confusion.png").read_bytes()[:4] == b"\x89PNG"
     assert "| rotten_tomatoes | 40 |" in (tmp_path / "eval" / "results.md").read_text()

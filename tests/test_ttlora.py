@@ -73,6 +73,45 @@ def test_forward_paths_agree_in_the_model(base_kind, impl):
         model.set_forward_impl("fast")
 
 
+def test_inference_reuses_factors_until_a_core_changes(monkeypatch):
+    from hf_ttmoe import tt
+
+    torch.manual_seed(0)
+    layer = TTLoRALinear(torch.nn.Linear(24, 12), tt_rank=3)
+    with torch.no_grad():
+        for core in layer.ttlora_cores:
+            core.normal_()
+    builds = []
+    real = tt.tt_factors
+    monkeypatch.setattr(tt, "tt_factors", lambda *a: builds.append(1) or real(*a))
+    x = torch.randn(5, 24)
+
+    def reference():
+        return layer.base_layer(x) + x @ layer.delta_weight().T
+
+    with torch.no_grad():
+        first, second = layer(x), layer(x)
+        assert len(builds) == 1 and torch.equal(first, second) and rel_err(first, reference()) <= TOL
+    optimizer = torch.optim.SGD(layer.ttlora_cores.parameters(), lr=1e-3)
+    for _ in range(2):  # training forwards never use the cache, and their gradients reach every core
+        layer(x).square().mean().backward()
+        assert all(c.grad is not None and c.grad.abs().sum() > 0 for c in layer.ttlora_cores)
+        optimizer.step()  # in place: the next inference must see the new cores
+        optimizer.zero_grad()
+        with torch.no_grad():
+            assert not torch.equal(layer(x), first) and rel_err(layer(x), reference()) <= TOL
+    layer.load_state_dict({k: torch.randn_like(v) for k, v in layer.state_dict().items() if "ttlora_" in k},
+                          strict=False)
+    with torch.no_grad():
+        assert rel_err(layer(x), reference()) <= TOL
+        built = len(builds)
+        layer(x)
+        assert len(builds) == built
+        layer.double()  # new storages: rebuilt in the new dtype
+        x = x.double()
+        assert layer(x).dtype == torch.float64 and rel_err(layer(x), reference()) <= TOL
+
+
 def test_merge_and_unmerge_are_exact(base_kind):
     model = make_expert(base_kind).eval()
     batch = tiny_batch()

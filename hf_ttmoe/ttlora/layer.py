@@ -47,6 +47,7 @@ class TTLoRALinear(nn.Module):
         cores = tt.init_tt_cores(self.in_modes, self.out_modes, self.ranks, device=weight.device, dtype=dtype)
         self.ttlora_cores = nn.ParameterList([nn.Parameter(c) for c in cores])
         self.merged = False
+        self._factor_cache: tuple | None = None  # (cores, versions, U·scaling, V) for forwards without gradient
 
     @property
     def num_in_modes(self) -> int:
@@ -55,6 +56,33 @@ class TTLoRALinear(nn.Module):
     def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """`(U, V)` with `ΔW = U @ V`, before scaling: `(out, r)`, `(r, in)`."""
         return tt.tt_factors(list(self.ttlora_cores), self.num_in_modes)
+
+    def scaled_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(scaling · U, V)` as the "factors" path applies them.
+
+        Where no gradient is needed (inference, evaluation) they are cached until a core changes, so unmerged
+        inference costs what a LoRA of the same rank costs (building them is ~20 small ops, launch-bound on a GPU).
+        The cache holds the cores' storages (so no other tensor can take their addresses) and their in-place
+        version counters, which optimizer steps, `copy_` and `load_state_dict` bump.
+        """
+        cores = list(self.ttlora_cores)
+        cacheable = not (torch.is_grad_enabled() and cores[0].requires_grad) and not hasattr(cores[0], "ds_id")
+        cache = self._factor_cache
+        if cacheable and cache is not None and all(
+            c.data_ptr() == held.data_ptr() and c._version == version and c.dtype == held.dtype
+            for c, held, version in zip(cores, cache[0], cache[1], strict=True)
+        ):
+            return cache[2], cache[3]
+        u, v = tt.tt_factors(cores, self.num_in_modes)  # (out, r), (r, in)
+        if u.device.type == "cpu" and u.shape[1] % CPU_RANK_MULTIPLE:
+            # CPU GEMM kernels run skinny products of odd width (r = 5) slower than width 16 (measured: 17.6 vs
+            # 14.6 ms at d=384, tokens 4096): pad with zero rank components, which change nothing else.
+            pad = CPU_RANK_MULTIPLE - u.shape[1] % CPU_RANK_MULTIPLE
+            u, v = F.pad(u, (0, pad)), F.pad(v, (0, 0, 0, pad))
+        u = u * self.scaling
+        held = [c.detach() for c in cores]  # shares storage and version counter with each core
+        self._factor_cache = (held, [c._version for c in cores], u, v) if cacheable else None
+        return u, v
 
     def delta_weight(self) -> torch.Tensor:
         """The scaled update `scaling · ΔW`, `(out, in)`."""
@@ -65,13 +93,8 @@ class TTLoRALinear(nn.Module):
         cores = list(self.ttlora_cores)
         x = self.dropout(x.to(cores[0].dtype))
         if self.forward_impl == "factors":
-            u, v = tt.tt_factors(cores, self.num_in_modes)  # (out, r), (r, in)
-            if x.device.type == "cpu" and u.shape[1] % CPU_RANK_MULTIPLE:
-                # CPU GEMM kernels run skinny products of odd width (r = 5) slower than width 16 (measured: 17.6 vs
-                # 14.6 ms at d=384, tokens 4096): pad with zero rank components, which change nothing else.
-                pad = CPU_RANK_MULTIPLE - u.shape[1] % CPU_RANK_MULTIPLE
-                u, v = F.pad(u, (0, pad)), F.pad(v, (0, 0, 0, pad))
-            return F.linear(F.linear(x, v), u * self.scaling)  # (..., r) -> (..., out)
+            u, v = self.scaled_factors()  # (out, r), (r, in)
+            return F.linear(F.linear(x, v), u)  # (..., r) -> (..., out)
         if self.forward_impl == "contraction":
             return self.scaling * tt.tt_contract(x, cores, self.num_in_modes)
         return F.linear(x, self.delta_weight())
