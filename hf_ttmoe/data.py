@@ -157,12 +157,17 @@ def _dialogue_lines(path: Path) -> list[str]:
             if isinstance(line, str)]
 
 
+def _language_lines(root: Path, language: str) -> list[str]:
+    paths = sorted(_corpus_file(root / "data" / language, "chatterbot-corpus").glob("*.yml"))
+    return [line for path in paths for line in _dialogue_lines(path) if len(line) >= MIN_LINE_CHARS]
+
+
 def _language_id(root: Path) -> list[Row]:
-    rows = []
-    for label, language in enumerate(LANGUAGES):
-        for path in sorted(_corpus_file(root / "data" / language, "chatterbot-corpus").glob("*.yml")):
-            rows += [(line, label) for line in _dialogue_lines(path) if len(line) >= MIN_LINE_CHARS]
-    return rows
+    """Dialogue lines by language. Lines the English corpus also holds are English left untranslated in another
+    language's files ("Errors should never pass silently."): dropped, as English is not one of the labels."""
+    english = {_dedup_key(line) for line in _language_lines(root, "english")}
+    return [(line, label) for label, language in enumerate(LANGUAGES) for line in _language_lines(root, language)
+            if _dedup_key(line) not in english]
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,10 @@ def test_embedded_texts_look_like_their_corpus(embedded):
     languages = embedded["language_id"]["train"]
     assert max(len(t) for t in languages["text"]) > 120  # multi-line YAML lines are read whole
     assert min(len(t) for t in languages["text"]) >= 12
+    # English lines left untranslated in other languages' files (the Italian and Swedish ones hold the Zen of Python)
+    everywhere = [t for split in SPLITS for t in embedded["language_id"][split]["text"]]
+    assert not any("errors should never pass silently" in t.lower() for t in everywhere)
+    assert any("namespace sono una grande idea" in t.lower() for t in everywhere)  # its Italian translation stays
 
 
 def test_caps_are_stratified_deterministic_subsets(embedded):
