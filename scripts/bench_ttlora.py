@@ -274,7 +274,7 @@ def bench_quality(args) -> None:
                               max_train_samples=args.max_train_samples, max_eval_samples=args.max_dev_samples)
     splits, _ = load_tokenized(data_args, tokenizer)
     methods = {"TT-LoRA r=5": args.tt_lrs, "PEFT LoRA r=16": args.lora_lrs}
-    rows = resumed_rows(args, ("resume",)) if args.resume else []
+    rows = resumed_rows(args, ("resume", "tt_lrs", "lora_lrs", "seeds")) if args.resume else []
 
     def run(method: str, lr: float, seed: int) -> dict:
         done = [r for r in rows if (r["method"], r["lr"], r["seed"]) == (method, lr, seed)]

@@ -32,8 +32,8 @@ class DemoArguments:
     train_samples: int = field(default=1200, metadata={"help": "Training rows per expert."})
     epochs: float = field(default=2.0, metadata={"help": "Epochs per expert."})
     learning_rate: float = field(default=2e-2, metadata={"help": "Experts' learning rate (cores and head)."})
-    router_samples: int = field(default=1000, metadata={"help": "Router training rows per task."})
-    router_type: str = field(default="mlp", metadata={"help": "linear | mlp."})
+    router_samples: int = field(default=3000, metadata={"help": "Router training rows per task (at most)."})
+    router_type: str = field(default="linear", metadata={"help": "linear | mlp."})
     eval_samples: int = field(default=200, metadata={"help": "Test rows per task."})
     router_layer: int = field(default=0, metadata={"help": "Route on the state after layer k (0 = embeddings)."})
 
