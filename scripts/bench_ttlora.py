@@ -268,12 +268,14 @@ def bench_quality(args) -> None:
     from hf_ttmoe import load_tokenizer
     from hf_ttmoe.training import DataArguments, compute_metrics, load_tokenized
 
-    config = TTLoRAConfig(base_model_name_or_path=DEFAULT_BASE_MODEL, num_labels=2, task="sst2")
+    config = TTLoRAConfig(base_model_name_or_path=args.base_model, num_labels=2, task="sst2", alpha=args.tt_alpha,
+                          tt_rank=args.tt_rank)
     tokenizer = load_tokenizer(config)
     data_args = DataArguments(task="sst2", glue_dir=args.glue_dir, max_length=64,
                               max_train_samples=args.max_train_samples, max_eval_samples=args.max_dev_samples)
     splits, _ = load_tokenized(data_args, tokenizer)
-    methods = {"TT-LoRA r=5": args.tt_lrs, "PEFT LoRA r=16": args.lora_lrs}
+    methods = {f"TT-LoRA r={args.tt_rank}": args.tt_lrs, "PEFT LoRA r=16": args.lora_lrs}
+    methods = {m: lrs for m, lrs in methods.items() if m.split()[0] in args.methods}
     rows = resumed_rows(args, ("resume", "tt_lrs", "lora_lrs", "seeds")) if args.resume else []
 
     def run(method: str, lr: float, seed: int) -> dict:
@@ -289,7 +291,7 @@ def bench_quality(args) -> None:
         training_args = TrainingArguments(
             output_dir=f"runs/bench_quality/{method}-{lr}-{seed}", num_train_epochs=args.epochs, learning_rate=lr,
             per_device_train_batch_size=32, per_device_eval_batch_size=128, save_strategy="no",
-            report_to=[], use_cpu=True, seed=seed, logging_steps=50, warmup_steps=0.06, weight_decay=0.0)
+            report_to=[], use_cpu=args.device == "cpu", seed=seed, logging_steps=50, warmup_steps=0.06, weight_decay=0.0)
         trainer = Trainer(model=model, args=training_args, train_dataset=splits["train"],
                           data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=compute_metrics)
         t0 = time.perf_counter()
@@ -353,6 +355,11 @@ def main() -> None:
     p.add_argument("--max_dev_samples", type=int, default=2000, help="dev rows used to choose the learning rate")
     p.add_argument("--tt_lrs", type=float, nargs="+", default=[5e-3, 1e-2, 2e-2])
     p.add_argument("--lora_lrs", type=float, nargs="+", default=[5e-4, 1e-3, 2e-3])
+    p.add_argument("--tt_rank", type=int, default=5, help="TT rank of the TT-LoRA cores")
+    p.add_argument("--tt_alpha", type=float, default=16.0, help="TT-LoRA scale numerator (ΔW · alpha / rank)")
+    p.add_argument("--methods", nargs="+", default=["TT-LoRA", "PEFT"], choices=["TT-LoRA", "PEFT"])
+    p.add_argument("--base_model", default=DEFAULT_BASE_MODEL, help="HF id or local folder of the base model")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is present (quality does not depend on it)")
     p.add_argument("--name", default="ttlora_quality", help="results file benchmarks/results/<name>.json")
     p.add_argument("--resume", action="store_true", help="keep the rows of an earlier run with the same settings")
     p.set_defaults(fn=bench_quality)

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# TT-LoRA vs PEFT LoRA r=16 on SST-2 at budgets the CPU box cannot afford, on a lent CUDA machine (not CI).
+# That machine has neither the embedded MiniLM nor ../shared, so both travel in an ignored folder:
+#   .gpu_carry/minilm   the embedded all-MiniLM-L6-v2 with its weights stored in fp16 (to fit the transfer limit;
+#                       loaded and trained in fp32), tokenizer and config
+#   .gpu_carry/glue     a copy of ../shared/data/glue/sst2, never committed
+# Results: benchmarks/results/ttlora_quality_cuda_*.json (see BENCHMARKS.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if compgen -G ".whl/*.whl" > /dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error
+only=${1:-}  # run only the settings whose name matches this pattern
+common=(quality --device cuda --glue_dir .gpu_carry/glue --base_model .gpu_carry/minilm --resume)
+run() {  # name, then the settings
+    local name=$1; shift
+    if [ -n "$only" ] && [[ ! $name =~ $only ]]; then return; fi
+    python3 scripts/bench_ttlora.py "${common[@]}" --name "ttlora_quality_cuda_$name" "$@" 2>&1 \
+        | grep -v -e "it/s]" -e "examples/s]" -e "LOAD REPORT" -e "MISSING" -e "^Key" -e "^---" -e "^classifier" || true
+    if [ -n "${OUT:-}" ]; then cp benchmarks/results/ttlora_quality_cuda_*.json "$OUT"/; fi
+}
+run ep3 --epochs 3 --tt_lrs 2e-3 5e-3 1e-2 --lora_lrs 5e-4 1e-3 2e-3
+run ep1_alpha64 --methods TT-LoRA --tt_alpha 64 --tt_lrs 1e-3 2e-3 5e-3 --lora_lrs 1e-3
+run ep1_rank10 --methods TT-LoRA --tt_rank 10 --tt_lrs 2e-3 5e-3 1e-2 --lora_lrs 1e-3
+run ep1_rank16 --methods TT-LoRA --tt_rank 16 --tt_lrs 2e-3 5e-3 1e-2 --lora_lrs 1e-3
+run ep1 --tt_lrs 2e-3 5e-3 1e-2 --lora_lrs 5e-4 1e-3 2e-3 5e-3
