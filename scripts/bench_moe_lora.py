@@ -31,6 +31,7 @@ from bench_ttlora import (  # noqa: E402
     layer_clock,
     layer_results_name,
     mean_std,
+    peft_lora_linear,
     resumed_rows,
     save,
 )
@@ -41,7 +42,8 @@ MATCHED_LORA_RANK = 36
 
 
 def layer_variants(num: int, args, x: torch.Tensor) -> dict:
-    """fwd+bwd closures: the two-GEMM layer, the per-expert loop, and one plain LoRA of rank E·r."""
+    """fwd+bwd closures: the two-GEMM layer, the per-expert loop, one bare LoRA of rank E·r (two GEMMs, nothing
+    else: the floor) and PEFT's LoRA layer of rank E·r (which also scales its output)."""
     from hf_ttmoe import DenseMoELoRALinear
 
     torch.manual_seed(0)
@@ -67,7 +69,13 @@ def layer_variants(num: int, args, x: torch.Tensor) -> dict:
     def lora():
         (base(x) + F.linear(F.linear(x, lora_a), lora_b)).square().mean().backward()
 
-    return {"two-GEMM MoE-LoRA": two_gemm, "per-expert loop": loop, "one LoRA of rank E·r": lora}
+    peft_layer = peft_lora_linear(copy.deepcopy(base), r=num * args.rank)
+
+    def peft_lora():
+        peft_layer(x).square().mean().backward()
+
+    return {"two-GEMM MoE-LoRA": two_gemm, "per-expert loop": loop, "one LoRA of rank E·r": lora,
+            "PEFT LoRA of rank E·r": peft_lora}
 
 
 def bench_layer(args) -> None:
@@ -77,14 +85,17 @@ def bench_layer(args) -> None:
     for num in args.experts:
         med = interleaved(layer_variants(num, args, x), args.reps, clock=clock)
         row = {"experts": num, **med, "loop_over_fused": med["per-expert loop"] / med["two-GEMM MoE-LoRA"],
-               "fused_over_lora": med["two-GEMM MoE-LoRA"] / med["one LoRA of rank E·r"]}
+               "fused_over_lora": med["two-GEMM MoE-LoRA"] / med["one LoRA of rank E·r"],
+               "fused_over_peft_lora": med["two-GEMM MoE-LoRA"] / med["PEFT LoRA of rank E·r"]}
         rows.append(row)
         print(row)
     save(layer_results_name("moe_lora_layer", args), {"args": vars(args), "rows": rows})
     print(f"\nFFN linear {args.d_in}->{args.d_out}, x=({args.batch}, {args.seq}, {args.d_in}), r={args.rank}, fwd+bwd")
-    print("| E | loop / two-GEMM | two-GEMM / one LoRA of rank E·r |\n|---:|---:|---:|")
+    print("| E | loop / two-GEMM | two-GEMM / bare LoRA of rank E·r | two-GEMM / PEFT LoRA of rank E·r |")
+    print("|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['experts']} | {r['loop_over_fused']:.2f} | {r['fused_over_lora']:.2f} |")
+        print(f"| {r['experts']} | {r['loop_over_fused']:.2f} | {r['fused_over_lora']:.2f} | "
+              f"{r['fused_over_peft_lora']:.2f} |")
 
 
 def build(method: str, num_labels: int = 2, seed: int = 0, moe_alpha: float = 8.0):

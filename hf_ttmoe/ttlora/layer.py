@@ -80,8 +80,10 @@ class TTLoRALinear(nn.Module):
             pad = CPU_RANK_MULTIPLE - u.shape[1] % CPU_RANK_MULTIPLE
             u, v = F.pad(u, (0, pad)), F.pad(v, (0, 0, 0, pad))
         u = u * self.scaling
-        held = [c.detach() for c in cores]  # shares storage and version counter with each core
-        self._factor_cache = (held, [c._version for c in cores], u, v) if cacheable else None
+        if cacheable:  # the detached cores share storage and version counter with each core
+            self._factor_cache = ([c.detach() for c in cores], [c._version for c in cores], u, v)
+        else:
+            self._factor_cache = None
         return u, v
 
     def delta_weight(self) -> torch.Tensor:
