@@ -291,7 +291,8 @@ def bench_quality(args) -> None:
         training_args = TrainingArguments(
             output_dir=f"runs/bench_quality/{method}-{lr}-{seed}", num_train_epochs=args.epochs, learning_rate=lr,
             per_device_train_batch_size=32, per_device_eval_batch_size=128, save_strategy="no",
-            report_to=[], use_cpu=args.device == "cpu", seed=seed, logging_steps=50, warmup_steps=0.06, weight_decay=0.0)
+            report_to=[], use_cpu=args.device == "cpu", seed=seed, logging_steps=50, warmup_steps=0.06,
+            weight_decay=0.0)
         trainer = Trainer(model=model, args=training_args, train_dataset=splits["train"],
                           data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=compute_metrics)
         t0 = time.perf_counter()
@@ -359,7 +360,7 @@ def main() -> None:
     p.add_argument("--tt_alpha", type=float, default=16.0, help="TT-LoRA scale numerator (ΔW · alpha / rank)")
     p.add_argument("--methods", nargs="+", default=["TT-LoRA", "PEFT"], choices=["TT-LoRA", "PEFT"])
     p.add_argument("--base_model", default=DEFAULT_BASE_MODEL, help="HF id or local folder of the base model")
-    p.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is present (quality does not depend on it)")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is present")
     p.add_argument("--name", default="ttlora_quality", help="results file benchmarks/results/<name>.json")
     p.add_argument("--resume", action="store_true", help="keep the rows of an earlier run with the same settings")
     p.set_defaults(fn=bench_quality)
