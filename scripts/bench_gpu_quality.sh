@@ -23,6 +23,7 @@ run() {  # name, then the settings
 }
 run ep3 --epochs 3 --tt_lrs 2e-3 5e-3 1e-2 --lora_lrs 5e-4 1e-3 2e-3
 run ep1_alpha64 --methods TT-LoRA --tt_alpha 64 --tt_lrs 1e-3 2e-3 5e-3 --lora_lrs 1e-3
+run ep1_svdinit --methods TT-LoRA --tt_init svd_of_random --tt_lrs 1e-3 2e-3 5e-3 1e-2 --lora_lrs 1e-3
 run ep1_rank10 --methods TT-LoRA --tt_rank 10 --tt_lrs 2e-3 5e-3 1e-2 --lora_lrs 1e-3
 run ep1_rank16 --methods TT-LoRA --tt_rank 16 --tt_lrs 2e-3 5e-3 1e-2 --lora_lrs 1e-3
 run ep1 --tt_lrs 2e-3 5e-3 1e-2 --lora_lrs 5e-4 1e-3 2e-3 5e-3

@@ -256,6 +256,23 @@ def bench_merged(args) -> None:
                            "unmerged_over_base": unmerged / med["base"]})
 
 
+@torch.no_grad()
+def init_cores_from_random_matrix(model) -> None:
+    """The published TT-LoRA code's initialisation, for comparison: the cores are the TT-SVD of a kaiming-uniform
+    (a=√8) random matrix, so ΔW ≠ 0 at step 0 (our default makes ΔW = 0 exactly)."""
+    import math
+
+    from hf_ttmoe import TTLoRALinear, tt
+
+    for layer in model.modules():
+        if isinstance(layer, TTLoRALinear):
+            weight = torch.empty_like(layer.base_layer.weight)
+            torch.nn.init.kaiming_uniform_(weight, a=math.sqrt(8))
+            cores = tt.tt_svd(weight, layer.in_modes, layer.out_modes, layer.ranks[1:-1])
+            for param, core in zip(layer.ttlora_cores, cores, strict=True):
+                param.copy_(core)
+
+
 def bench_quality(args) -> None:
     """SST-2, TT-LoRA vs PEFT LoRA r=16, each at its own learning rate chosen on the dev split.
 
@@ -285,6 +302,8 @@ def bench_quality(args) -> None:
         torch.manual_seed(seed)
         if method.startswith("TT"):
             model = TTLoRAModel(config)
+            if args.tt_init == "svd_of_random":
+                init_cores_from_random_matrix(model)
         else:
             model = peft.get_peft_model(load_base_model(config), peft.LoraConfig(
                 r=16, lora_alpha=16, target_modules=["query", "value"], modules_to_save=["classifier"]))
@@ -357,6 +376,8 @@ def main() -> None:
     p.add_argument("--tt_lrs", type=float, nargs="+", default=[5e-3, 1e-2, 2e-2])
     p.add_argument("--lora_lrs", type=float, nargs="+", default=[5e-4, 1e-3, 2e-3])
     p.add_argument("--tt_rank", type=int, default=5, help="TT rank of the TT-LoRA cores")
+    p.add_argument("--tt_init", default="zero", choices=["zero", "svd_of_random"],
+                   help="zero: ΔW = 0 at step 0 (ours); svd_of_random: the published code's TT-SVD of a random matrix")
     p.add_argument("--tt_alpha", type=float, default=16.0, help="TT-LoRA scale numerator (ΔW · alpha / rank)")
     p.add_argument("--methods", nargs="+", default=["TT-LoRA", "PEFT"], choices=["TT-LoRA", "PEFT"])
     p.add_argument("--base_model", default=DEFAULT_BASE_MODEL, help="HF id or local folder of the base model")
