@@ -77,16 +77,16 @@ def update_readme(existing: str | None, card: ModelCard, keep_body: bool = False
             metadata[key] = list(dict.fromkeys([*metadata[key], *value]))
         else:
             metadata[key] = value
-    body, new_section = old.text, _SECTION.search(card.text)
-    section = _SECTION.search(body)
-    if keep_body:
-        pass
-    elif section is not None:
-        if section_is_pristine(body):  # ours and untouched: swap in the new section (or the new body, if it has none)
-            replacement = new_section.group(0) if new_section else card.text.strip("\n")
-            body = body[: section.start()] + replacement + body[section.end():]
-    elif not body.strip() or TRAINER_DRAFT in body:
-        body = card.text
+    body = old.text
+    if not keep_body:
+        section = _SECTION.search(body)
+        if section is not None:
+            if section_is_pristine(body):  # ours and untouched: swap in the new section (or the new body, if none)
+                new_section = _SECTION.search(card.text)
+                replacement = new_section.group(0) if new_section else card.text.strip("\n")
+                body = body[: section.start()] + replacement + body[section.end():]
+        elif not body.strip() or TRAINER_DRAFT in body:
+            body = card.text
     old.data = ModelCardData(ignore_metadata_errors=True, **metadata)
     old.text = body
     return str(old)

@@ -113,23 +113,13 @@ def bench_sizes(api) -> dict:
 
 def bench_compose(api, hub: HubServer, cache: Path, args: BenchArguments, apply) -> dict:
     import torch
+    from bench_moe import make_experts
 
-    from hf_ttmoe import DEFAULT_BASE_MODEL, TTLoRAConfig, TTLoRAModel, TTLoRAMoEModel, load_base_model
+    from hf_ttmoe import DEFAULT_BASE_MODEL, TTLoRAConfig, TTLoRAMoEModel, load_base_model
 
     base = load_base_model(TTLoRAConfig(base_model_name_or_path=DEFAULT_BASE_MODEL, num_labels=2))
     with tempfile.TemporaryDirectory() as tmp:
-        paths = []
-        for i in range(args.num_experts):
-            num_labels = 2 + i % 4
-            config = TTLoRAConfig(base_model_name_or_path=DEFAULT_BASE_MODEL, task=f"task{i:02d}",
-                                  num_labels=num_labels)
-            expert = TTLoRAModel(config, base_model=load_base_model(config))
-            with torch.no_grad():
-                for p in expert.parameters():
-                    if p.requires_grad:
-                        p.normal_(0, 0.1)
-            paths.append(f"{tmp}/ttlora-minilm-task{i:02d}")
-            expert.save_pretrained(paths[-1])
+        paths = make_experts(Path(tmp), args.num_experts, base, num_labels=(2, 3, 4, 5))
         moe = TTLoRAMoEModel.from_experts(paths, base_model=copy.deepcopy(base))
         router = f"org/ttlora-moe-{args.num_experts}"
         moe.push_to_hub(router)

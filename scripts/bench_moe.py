@@ -25,12 +25,18 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_ttlora import add_device_args, bench_base, dispatch, interleaved, results_name, save  # noqa: E402
 
 
-def make_experts(root: Path, num: int, base) -> list[str]:
-    """`num` expert directories with random cores and heads (2 labels), sharing one base model object."""
-    config = TTLoRAConfig(base_model_name_or_path=DEFAULT_BASE_MODEL, num_labels=2, task="t0")
-    expert = TTLoRAModel(config, base_model=copy.deepcopy(base).cpu())
+def make_experts(root: Path, num: int, base, num_labels: tuple[int, ...] = (2,)) -> list[str]:
+    """`num` expert directories with random cores and heads; expert i has `num_labels[i % len(num_labels)]` labels.
+    One expert model per label count, on a copy of `base` (or, for a head size `base` lacks, a base loaded with it)."""
+    experts = {}
     paths = []
     for i in tqdm(range(num), desc="writing experts"):
+        labels = num_labels[i % len(num_labels)]
+        if labels not in experts:
+            config = TTLoRAConfig(base_model_name_or_path=DEFAULT_BASE_MODEL, num_labels=labels, task="t0")
+            own = copy.deepcopy(base).cpu() if labels == base.config.num_labels else load_base_model(config)
+            experts[labels] = TTLoRAModel(config, base_model=own)
+        expert = experts[labels]
         with torch.no_grad():
             for p in expert.parameters():
                 if p.requires_grad:

@@ -88,9 +88,9 @@ def name(request) -> str:
 
 
 def make_expert(kind: str = "bert", task: str = "task0", num_labels: int = 2, seed: int = 0, **config_kwargs):
-    """A tiny TT-LoRA expert with random (non-zero) cores and head."""
-    config = TTLoRAConfig(base_model_name_or_path=f"tiny-{kind}", task=task, num_labels=num_labels, tt_rank=2,
-                          pad_token_id=0, **config_kwargs)
+    """A tiny TT-LoRA expert with random (non-zero) cores and head; `config_kwargs` add to or override the config."""
+    config_kwargs = {"base_model_name_or_path": f"tiny-{kind}", "tt_rank": 2, "pad_token_id": 0, **config_kwargs}
+    config = TTLoRAConfig(task=task, num_labels=num_labels, **config_kwargs)
     expert = TTLoRAModel(config, base_model=tiny_base(kind, num_labels=num_labels))
     g = torch.Generator().manual_seed(100 + seed)
     with torch.no_grad():
@@ -492,16 +492,9 @@ def test_push_script_pushes_an_expert_directory_and_a_router(hub, tmp_path, name
 
     base_dir = tmp_path / "tiny-bert"  # a base model the router can load by path
     tiny_base("bert", num_labels=2).save_pretrained(base_dir)
-    paths = []
-    for i in range(2):
-        config = TTLoRAConfig(base_model_name_or_path=str(base_dir), task=f"task{i}", num_labels=2, tt_rank=2)
-        expert = TTLoRAModel(config, base_model=tiny_base("bert", num_labels=2))
-        with torch.no_grad():
-            for p in expert.parameters():
-                if p.requires_grad:
-                    p.normal_(0, 0.3)
-        paths.append(tmp_path / f"{name}-e{i}")
-        expert.save_pretrained(paths[-1])
+    paths = [tmp_path / f"{name}-e{i}" for i in range(2)]
+    for i, path in enumerate(paths):
+        make_expert(task=f"task{i}", seed=i, base_model_name_or_path=str(base_dir)).save_pretrained(path)
     # a README written during training (or by hand) keeps its body; the metadata is ours plus the flags
     (paths[0] / "README.md").write_text("---\nlicense: mit\n---\n# Sentiment expert\n\nTrained by hand.\n")
     commit = main(["--path", str(paths[0]), "--repo_id", f"org/{name}-e0", "--datasets", "stanfordnlp/sst2",
