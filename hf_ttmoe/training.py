@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
-from .adapter import atomic_write
+from .io import atomic_write
 from .distributed import check_deepspeed_config
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "tt_ranks",
     "tt_num_params",
     "init_tt_cores",
+    "split_index",
     "tt_factors",
     "tt_to_matrix",
     "tt_contract",
@@ -200,6 +201,15 @@ def _chain(cores: Sequence[torch.Tensor]) -> torch.Tensor:
         r, n, s = core.shape
         out = (out @ core.reshape(r, n * s)).reshape(-1, s)  # (P·n, s)
     return out
+
+
+def split_index(modes: Sequence[int], in_features: int) -> int | None:
+    """How many leading modes of a TT chain make up `in_features` (the input/output boundary), or None.
+
+    >>> split_index([16, 4, 6, 6, 4, 16], 384)
+    3
+    """
+    return next((j for j in range(1, len(modes)) if math.prod(modes[:j]) == in_features), None)
 
 
 def tt_factors(cores: Sequence[torch.Tensor], num_in_modes: int) -> tuple[torch.Tensor, torch.Tensor]:

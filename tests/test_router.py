@@ -169,7 +169,7 @@ def test_composing_many_experts_is_fast_and_flat(tmp_path):
 
 
 def test_training_on_cached_features_equals_training_through_the_model(tmp_path):
-    from hf_ttmoe.router import compute_router_features, train_router_on_features
+    from hf_ttmoe.ttlora_moe import compute_router_features, train_router_on_features
 
     paths = save_experts(tmp_path, "bert", num=3)
     batch = tiny_batch(batch=6)

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from transformers import AutoModel, LlamaConfig, LlamaForSequenceClassification
 
 from hf_ttmoe import TTLoRAConfig, TTLoRALinear, TTLoRAModel
-from hf_ttmoe.adapter import CONFIG_NAME, WEIGHTS_NAME
+from hf_ttmoe.io import CONFIG_NAME, WEIGHTS_NAME
 
 TOL = 1e-5
 
@@ -171,7 +171,7 @@ def test_failed_save_leaves_previous_checkpoint_intact(tmp_path, monkeypatch):
         open(path, "wb").write(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr("hf_ttmoe.adapter.save_file", boom)
+    monkeypatch.setattr("hf_ttmoe.saved_model.save_file", boom)
     with torch.no_grad():
         next(p for n, p in model.named_parameters() if "ttlora_" in n).add_(1.0)
     with pytest.raises(OSError, match="disk full"):

@@ -1,30 +1,32 @@
-"""The Hub workflow: every expert its own small repo with a model card; routers pin experts to commits and compose
-them at load time.
+"""The Hub workflow in one namespace: every expert its own small repo with a model card; routers pin experts to
+commits and compose them at load time.
 
-- `push.py`: `push_to_hub` (an expert, a dense MoE-LoRA model or a router, one commit with its card) and
-  `push_experts` (a router's experts not on the Hub yet, then the router pinned to their commits).
-- `pull.py`: `pull` (files at a revision into the Hugging Face cache, checked, all or nothing) and the errors, which
-  name the repo: `ExpertNotFoundError` (repo, revision or file missing, or not cached when offline),
-  `CorruptExpertError` (truncated or corrupted download or file), `IncompatibleExpertError` (base model or shapes).
-- `experts.py`: `Expert`, `load_experts` (local directories, or Hub repos pulled in parallel at pinned commits).
-- `cards.py`: card data filled from models and saved experts; writing and merging README files.
+Each piece lives in the layer it belongs to and is gathered here: pulling, checked reads, card writing and the errors
+in `hf_ttmoe.io`; a TT-LoRA expert's card facts and `push_expert_dir` in `hf_ttmoe.ttlora.hub`; reading experts for a
+MoE in `hf_ttmoe.ttlora_moe.experts`; `push_to_hub` / `push_experts` in `hub/push.py`. Errors name the repo:
+`ExpertNotFoundError` (repo, revision or file missing, or not cached when offline), `CorruptExpertError` (truncated
+or corrupted download or file), `IncompatibleExpertError` (base model or shapes).
 """
 
-from .cards import README_NAME, expert_facts, fetch_readme, model_card_data, refresh_card_data, write_model_card
-from .experts import CORE_TAG, Expert, load_expert, load_experts, local_expert_dir
-from .pull import (
+from ..io import (
     MODEL_FILES,
+    README_NAME,
     CorruptExpertError,
     ExpertLoadError,
     ExpertNotFoundError,
     IncompatibleExpertError,
     check_safetensors,
+    fetch_readme,
     file_sha256,
     git_blob_sha1,
     pull,
     read_weights,
+    write_model_card,
 )
-from .push import DEFAULT_ROUTER_NAME, push_expert_dir, push_experts, push_to_hub
+from ..ttlora.hub import expert_facts, push_expert_dir
+from ..ttlora.layer import CORE_TAG
+from ..ttlora_moe.experts import Expert, load_expert, load_experts, local_expert_dir
+from .push import DEFAULT_ROUTER_NAME, model_card_data, push_experts, push_to_hub, refresh_card_data
 
 __all__ = [
     "CORE_TAG",

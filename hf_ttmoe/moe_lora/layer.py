@@ -57,7 +57,6 @@ class DenseMoELoRALinear(nn.Module):
                 nn.init.kaiming_uniform_(a, a=math.sqrt(5))
             nn.init.normal_(self.moelora_gate.weight, std=0.02)
         self.router_logits: torch.Tensor | None = None
-        self.merged = False
 
     def route(self, x: torch.Tensor) -> torch.Tensor:
         """Router logits `(..., E)` for inputs `(..., in)`."""
@@ -79,13 +78,6 @@ class DenseMoELoRALinear(nn.Module):
         scale = (weights * self.scaling).unsqueeze(-1)  # (..., E, 1): gate weight and LoRA scaling at once
         h = (h.unflatten(-1, (self.num_experts, self.rank)) * scale).flatten(-2)  # (..., E·r)
         return result + F.linear(h, self.moelora_B).to(result.dtype)
-
-    def merge(self) -> None:
-        raise NotImplementedError(
-            "Dense MoE-LoRA cannot be merged into the base weight: its expert mixture depends on each token."
-        )
-
-    unmerge = merge
 
     def extra_repr(self) -> str:
         return f"num_experts={self.num_experts}, rank={self.rank}, top_k={self.top_k}, scaling={self.scaling:g}"

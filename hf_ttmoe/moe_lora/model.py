@@ -8,22 +8,12 @@ import torch
 from torch import nn
 from transformers.utils import ModelOutput
 
+from hub_cards import MoELoRACardData
+
 from ..adapter import AdapterModel
 from ..losses import gate_entropy, load_balancing_loss, router_z_loss
 from .config import DenseMoELoRAConfig
 from .layer import DenseMoELoRALinear
-
-FFN_TARGET_MODULES = {  # both feed-forward linears, as paths inside a layer
-    "bert": ["intermediate.dense", "output.dense"],
-    "roberta": ["intermediate.dense", "output.dense"],
-    "xlm-roberta": ["intermediate.dense", "output.dense"],
-    "electra": ["intermediate.dense", "output.dense"],
-    "distilbert": ["ffn.lin1", "ffn.lin2"],
-    "llama": ["mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"],
-    "mistral": ["mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"],
-    "qwen2": ["mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"],
-}
-
 
 @dataclass
 class DenseMoELoRAOutput(ModelOutput):
@@ -56,7 +46,10 @@ class DenseMoELoRAModel(AdapterModel):
 
     config_class = DenseMoELoRAConfig
     adapter_prefix = "moelora_"
-    default_target_modules = FFN_TARGET_MODULES
+    adapter_layer_cls = DenseMoELoRALinear
+    default_targets = "feed_forward"
+    supports_merge = False  # the expert mixture depends on each token: there is no single ΔW to fold in
+    card_data_class = MoELoRACardData
 
     def __init__(self, config: DenseMoELoRAConfig, base_model=None):
         super().__init__(config, base_model)
@@ -67,6 +60,15 @@ class DenseMoELoRAModel(AdapterModel):
         c = self.config
         return DenseMoELoRALinear(linear, c.num_experts, c.lora_rank, c.lora_alpha, c.num_experts_per_tok,
                                   c.lora_dropout, c.router_jitter_noise)
+
+    def fill_card_data(self, data: MoELoRACardData) -> None:
+        c = self.config
+        data.num_experts, data.lora_rank, data.lora_alpha = c.num_experts, c.lora_rank, c.lora_alpha
+        data.num_experts_per_tok, data.router_aux_loss_coef = c.num_experts_per_tok, c.router_aux_loss_coef
+        data.target_modules, data.layers = list(c.target_modules or []), c.layers_to_transform
+        data.adapted_linears = len(self.adapter_layers())
+        counts = self.num_parameters_by_kind()
+        data.trainable_parameters = {"adapter": counts["adapter"], "head": counts["head"]}
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
                 labels=None, output_router_logits: bool | None = None, **kwargs) -> DenseMoELoRAOutput:

@@ -1,8 +1,9 @@
-from .config import TTLoRAMoEConfig
-from .features import compute_router_features, train_router_on_features
-from .layer import MixedHead, MixedTTLoRALinear
-from .model import TTLoRAMoEModel, TTLoRAMoEOutput, check_compatible, load_expert
-from .router import Router
+"""Deprecated: `hf_ttmoe.router` is now `hf_ttmoe.ttlora_moe` (named after its model type); this alias goes in 0.3."""
 
-__all__ = ["MixedHead", "MixedTTLoRALinear", "Router", "TTLoRAMoEConfig", "TTLoRAMoEModel", "TTLoRAMoEOutput",
-           "check_compatible", "compute_router_features", "load_expert", "train_router_on_features"]
+import warnings
+
+from ..ttlora_moe import *  # noqa: F403
+from ..ttlora_moe import __all__  # noqa: F401
+
+warnings.warn("hf_ttmoe.router is deprecated: import from hf_ttmoe.ttlora_moe (or hf_ttmoe).", FutureWarning,
+              stacklevel=2)

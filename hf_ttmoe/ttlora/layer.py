@@ -9,6 +9,7 @@ from torch import nn
 from .. import tt
 
 CPU_RANK_MULTIPLE = 16
+CORE_TAG = ".ttlora_cores."  # saved names: "<module path>.ttlora_cores.<j>"
 
 
 class TTLoRALinear(nn.Module):

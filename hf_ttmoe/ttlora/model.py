@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from torch import nn
 
+from hub_cards import ExpertCardData
+
 from ..adapter import AdapterModel
 from .config import TTLoRAConfig
+from .hub import expert_facts
 from .layer import TTLoRALinear
 
 
@@ -23,6 +26,13 @@ class TTLoRAModel(AdapterModel):
 
     config_class = TTLoRAConfig
     adapter_prefix = "ttlora_"
+    adapter_layer_cls = TTLoRALinear
+    card_data_class = ExpertCardData
+
+    def fill_card_data(self, data: ExpertCardData) -> None:
+        dims = {name: layer.base_layer.in_features for name, layer in self.named_modules()
+                if isinstance(layer, TTLoRALinear)}
+        expert_facts(data, self.config, self.adapter_state_dict(), dims, data.model_id)
 
     def _make_adapter_layer(self, name: str, linear: nn.Linear) -> TTLoRALinear:
         c = self.config

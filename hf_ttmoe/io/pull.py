@@ -1,4 +1,4 @@
-"""Pulling repo files into the Hugging Face cache, checked, all or nothing; reading safetensors safely.
+"""Pulling repo files into the Hugging Face cache, checked, all or nothing.
 
 `pull` resolves a revision to its commit, downloads the files into the normal cache (so `HF_HUB_OFFLINE=1` works from
 the cache afterwards), checks them against what the Hub announced (sha256 for LFS files, git blob id otherwise) and,
@@ -8,13 +8,10 @@ half-written file, no pointer to a broken blob, no moved branch ref. Errors name
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 from pathlib import Path
 
-import torch
 from huggingface_hub import HfApi, constants, hf_hub_download
 from huggingface_hub.errors import (
     LocalEntryNotFoundError,
@@ -25,83 +22,12 @@ from huggingface_hub.errors import (
     RevisionResolutionError,
 )
 from huggingface_hub.file_download import repo_folder_name
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
-from ..adapter import CONFIG_NAME, WEIGHTS_NAME, atomic_write
+from .errors import CorruptExpertError, ExpertLoadError, ExpertNotFoundError
+from .files import MODEL_FILES, README_NAME, atomic_write, check_safetensors, file_sha256, git_blob_sha1
 
-MODEL_FILES = (CONFIG_NAME, WEIGHTS_NAME)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _GIT_OID = re.compile(r"^[0-9a-f]{40}$")
-
-
-class ExpertLoadError(OSError):
-    """An expert (or router, or any hf_ttmoe repo) could not be pulled or read; the message names it."""
-
-    def __init__(self, message: str, repo_id: str | None = None, revision: str | None = None):
-        super().__init__(message)
-        self.repo_id, self.revision = repo_id, revision
-
-
-class ExpertNotFoundError(ExpertLoadError, FileNotFoundError):
-    """The repo, the revision or a file does not exist, or is not in the cache while offline."""
-
-
-class CorruptExpertError(ExpertLoadError):
-    """A file was truncated or corrupted (in transit or in the repo), or is not valid safetensors."""
-
-
-class IncompatibleExpertError(ValueError):
-    """Experts that cannot be composed: different base model, layout or shapes. The message names the expert."""
-
-
-# ----- reading files -----
-
-
-def git_blob_sha1(data: bytes) -> str:
-    """The id git (and the Hub's `ETag` for non-LFS files) gives a file's content."""
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def check_safetensors(path: str | os.PathLike) -> None:
-    """Raise `ValueError` when `path` is not a whole safetensors file: header length, JSON header, and tensor data
-    that ends exactly at the end of the file (a truncated file fails here with the byte counts)."""
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise ValueError(f"{size} bytes is too short for a safetensors file")
-        header_len = int.from_bytes(head, "little")
-        if header_len > size - 8:
-            raise ValueError(f"header announces {header_len} bytes but the file has only {size}: truncated")
-        try:
-            header = json.loads(f.read(header_len))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"header is not valid JSON ({err})") from err
-    try:
-        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
-    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"header does not list tensors with data offsets ({err!r})") from err
-    if 8 + header_len + max(ends, default=0) != size:
-        raise ValueError(f"tensor data ends at byte {8 + header_len + max(ends, default=0)} but the file has {size} "
-                         "bytes: truncated or padded")
-
-
-def read_weights(path: str | os.PathLike, owner: str) -> dict[str, torch.Tensor]:
-    """`load_file` after `check_safetensors`; a bad file raises `CorruptExpertError` naming `owner`."""
-    try:
-        check_safetensors(path)
-        return load_file(path)
-    except (ValueError, SafetensorError) as err:
-        raise CorruptExpertError(f"{owner}: {Path(path).name} is corrupted or truncated: {err}") from err
 
 
 def _verify_download(path: str) -> None:
@@ -216,5 +142,13 @@ def pull(repo_id: str, filenames: tuple[str, ...] = MODEL_FILES, revision: str |
     return os.path.dirname(paths[0]), commit
 
 
-__all__ = ["CorruptExpertError", "ExpertLoadError", "ExpertNotFoundError", "IncompatibleExpertError", "MODEL_FILES",
-           "check_safetensors", "file_sha256", "git_blob_sha1", "pull", "read_weights"]
+def fetch_readme(repo_id: str, revision: str | None = None, token: str | bool | None = None) -> str | None:
+    """The README text of a Hub repo, or None when the repo, the revision or the README does not exist."""
+    try:
+        directory, _ = pull(repo_id, (README_NAME,), revision, owner=f"Repo {repo_id!r}", token=token)
+    except ExpertNotFoundError:
+        return None
+    return Path(directory, README_NAME).read_text(encoding="utf-8")
+
+
+__all__ = ["fetch_readme", "pull"]

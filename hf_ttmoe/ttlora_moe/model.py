@@ -8,98 +8,28 @@ nothing extra; otherwise the prefix is run once without adapters to route, then 
 
 from __future__ import annotations
 
-import json
-import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
-from .. import tt
-from ..adapter import (
-    CONFIG_NAME,
-    WEIGHTS_NAME,
-    _layer_index,
-    atomic_write,
-    base_signature,
-    is_partitioned,
-    load_base_model,
-)
-from ..hub import Expert, IncompatibleExpertError, load_expert, load_experts, pull, read_weights
+from hub_cards import RouterCardData
+
+from ..adapter import base_signature, load_base_model
+from ..architectures import find_layers, is_encoder, layer_index
+from ..io import IncompatibleExpertError
+from ..losses import router_loss
+from ..saved_model import SavedModel, is_partitioned
 from ..ttlora import TTLoRAConfig
+from ..ttlora.hub import push_expert_dir
 from .config import TTLoRAMoEConfig
-from .features import router_loss
+from .experts import Expert, check_compatible, load_experts, stacked_factors
+from .gate import Router
 from .layer import MixedHead, MixedTTLoRALinear
-from .router import Router
-
-ENCODER_TYPES = ("bert", "roberta", "xlm-roberta", "electra", "distilbert")
-
-
-def check_compatible(experts: list[Expert]) -> None:
-    """All experts must share base model, task type, adapted modules and head layout; the error names who differs."""
-    if not experts:
-        raise ValueError("A TT-LoRA MoE needs at least one expert.")
-    ref = experts[0]
-    facts = {
-        "base_model_signature": lambda e: e.config.base_model_signature,
-        "base model": lambda e: (e.config.base_model_name_or_path, e.config.base_model_revision),
-        "task_type": lambda e: e.config.task_type,
-        "target_modules": lambda e: sorted(e.config.target_modules or []),
-        "adapted modules": lambda e: e.modules(),
-        "head modules": lambda e: e.config.modules_to_save,
-    }
-    for expert in experts[1:]:
-        for what, get in facts.items():
-            if get(expert) != get(ref):
-                raise IncompatibleExpertError(
-                    f"Expert {expert.repo_id!r} (task {expert.task!r}) is not compatible with expert {ref.repo_id!r} "
-                    f"(task {ref.task!r}): {what} {get(expert)} vs {get(ref)}."
-                )
-    if ref.config.task_type != "seq_cls" or len(ref.config.modules_to_save or []) != 1:
-        raise ValueError(
-            f"Experts must be sequence classifiers with one head module; {ref.repo_id!r} has task_type="
-            f"{ref.config.task_type!r}, modules_to_save={ref.config.modules_to_save}."
-        )
-    tasks = [e.task for e in experts]
-    if len(set(tasks)) != len(tasks):
-        raise ValueError(f"Two experts have the same task name: {tasks}; give each expert its own task.")
-
-
-def stacked_factors(experts: list[Expert], module: str, in_features: int, out_features: int):
-    """`U: (E, out, r_max)` with each expert's scaling folded in, `V: (E, r_max, in)`; zero-padded to r_max."""
-    us, vs = [], []
-    for expert in experts:
-        cores = expert.cores(module)
-        modes = [c.shape[1] for c in cores]
-        m = next((j for j in range(1, len(modes)) if math.prod(modes[:j]) == in_features), None)
-        if m is None or math.prod(modes[m:]) != out_features:
-            raise IncompatibleExpertError(f"Expert {expert.repo_id!r}: cores of {module} (modes {modes}) do not fit a "
-                             f"{out_features}x{in_features} weight.")
-        u, v = tt.tt_factors([c.float() for c in cores], m)  # (out, r), (r, in)
-        us.append(u * (expert.config.alpha / cores[m].shape[0]))
-        vs.append(v)
-    r_max = max(u.shape[1] for u in us)
-    u = torch.stack([F.pad(u, (0, r_max - u.shape[1])) for u in us])  # (E, out, r_max)
-    v = torch.stack([F.pad(v, (0, 0, 0, r_max - v.shape[0])) for v in vs])  # (E, r_max, in)
-    return u, v
-
-
-def _find_layers(base: nn.Module) -> tuple[nn.Module, nn.ModuleList]:
-    """The embeddings module and the list of transformer layers of an HF model."""
-    layers = max((m for n, m in base.named_modules() if isinstance(m, nn.ModuleList)
-                  and n.rsplit(".", 1)[-1] in ("layer", "layers", "h", "block")), key=len, default=None)
-    embeddings = next((m for n, m in base.named_modules() if n.rsplit(".", 1)[-1] == "embeddings"), None)
-    if embeddings is None:
-        embeddings = base.get_input_embeddings()
-    if layers is None:
-        raise ValueError(f"Cannot find the transformer layers of {type(base).__name__}.")
-    return embeddings, layers
 
 
 class _StopForward(Exception):
@@ -126,7 +56,7 @@ class TTLoRAMoEOutput(ModelOutput):
     predictions: torch.Tensor | None = None
 
 
-class TTLoRAMoEModel(PreTrainedModel):
+class TTLoRAMoEModel(SavedModel):
     """Frozen TT-LoRA experts on one base model, with a trainable top-1 router (parameters prefixed `router_`).
 
     Example:
@@ -139,8 +69,9 @@ class TTLoRAMoEModel(PreTrainedModel):
     """
 
     config_class = TTLoRAMoEConfig
-    base_model_prefix = "model"
     adapter_prefix = "router_"
+    card_data_class = RouterCardData
+    saved_name = "Router"
 
     def __init__(self, config: TTLoRAMoEConfig, base_model: PreTrainedModel | None = None,
                  experts: list[Expert] | None = None, root: str | None = None, **hub_kwargs):
@@ -173,17 +104,16 @@ class TTLoRAMoEModel(PreTrainedModel):
                 f"base_model has architecture {base_signature(base_model.config)}, but the experts (e.g. "
                 f"{experts[0].repo_id!r}) were trained on {first.base_model_signature}.")
         self.model = base_model.requires_grad_(False)
-        embeddings, layers = _find_layers(base_model)
+        embeddings, layers = find_layers(base_model)
         self._inject(experts)
         self.num_hidden_layers = len(layers)
         if config.router_layer > self.num_hidden_layers:
             raise ValueError(f"router_layer={config.router_layer} exceeds the base model's "
                              f"{self.num_hidden_layers} layers (valid: 0..{self.num_hidden_layers}).")
-        self.pooling = config.pooling or ("mean" if first.base_model_signature["model_type"] in ENCODER_TYPES
-                                          else "last")
+        self.pooling = config.pooling or ("mean" if is_encoder(first.base_model_signature["model_type"]) else "last")
         self.router = Router(base_model.config.hidden_size, len(experts), config.router_type,
-                             config.router_hidden_size, config.noisy_gating)
-        adapted = [_layer_index(n) for n, _ in self.mixed_layers()]
+                             hidden_size=config.router_hidden_size, noisy_gating=config.noisy_gating)
+        adapted = [layer_index(n) for n, _ in self.mixed_layers()]
         # layers below router_layer that experts adapt must run again with the experts after routing
         self.rerun_prefix = any(i is not None and i < config.router_layer for i in adapted)
         feature_module = embeddings if config.router_layer == 0 else layers[config.router_layer - 1]
@@ -297,7 +227,7 @@ class TTLoRAMoEModel(PreTrainedModel):
         self._set_experts(None)
         loss = None
         if task_ids is not None and router_logits is not None:
-            loss = router_loss(self, router_logits, task_ids)
+            loss = router_loss(router_logits, task_ids, self.config.router_aux_loss_coef)
         logits = None if out is None else out.logits
         return TTLoRAMoEOutput(loss=loss, logits=logits, router_logits=router_logits, expert_index=expert_index,
                                predictions=None if logits is None else logits.argmax(-1))
@@ -315,68 +245,57 @@ class TTLoRAMoEModel(PreTrainedModel):
         entries = [e if isinstance(e, dict) else {"repo_id": str(e)} for e in experts]
         return cls(TTLoRAMoEConfig(experts=entries, **config_kwargs), base_model=base_model)
 
-    def router_state_dict(self, state_dict: dict | None = None) -> dict[str, torch.Tensor]:
-        """The router's weights (all we save), from `state_dict` (e.g. one gathered by Trainer) or the model's."""
-        state_dict = self.state_dict() if state_dict is None else state_dict
-        return {k: v.detach().contiguous() for k, v in state_dict.items() if k.startswith("router.router_")}
+    def is_saved_key(self, key: str) -> bool:
+        """Only the router is trained and saved; the experts are referenced by the config."""
+        return key.startswith(f"router.{self.adapter_prefix}")
 
-    def save_pretrained(self, save_directory, is_main_process: bool = True, state_dict: dict | None = None,
-                        push_to_hub: bool = False, **kwargs):
-        """Write `config.json` (experts referenced by path relative to this directory, or Hub id and revision)
-        and `model.safetensors` (the router only), atomically."""
-        os.makedirs(save_directory, exist_ok=True)
-        tensors = self.router_state_dict(state_dict)
-        if state_dict is None and any(is_partitioned(p) and p.numel() == 0 for p in self.router.parameters()):
-            raise RuntimeError("The router's weights are ZeRO-3 partitions: save with Trainer.save_model(), or "
-                               "gather them (deepspeed.zero.GatheredParameters) on every rank first.")
-        if not is_main_process:
-            return
+    router_state_dict = SavedModel.saved_state_dict
+
+    def config_to_save(self, save_directory) -> dict:
+        """Local experts referenced by a path relative to `save_directory`, Hub experts by id and revision."""
         config = self.config.to_dict()
         config["experts"] = [{**e.reference(), "repo_id": os.path.relpath(os.path.abspath(e.path),
                                                                        os.path.abspath(save_directory))}
                              if e.local else e.reference() for e in self.expert_sources]
-        config["architectures"] = [type(self).__name__]
-        atomic_write(Path(save_directory, WEIGHTS_NAME), lambda p: save_file(tensors, p, metadata={"format": "pt"}))
-        atomic_write(Path(save_directory, CONFIG_NAME),
-                     lambda p: Path(p).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n"))
-        if push_to_hub:
-            return self.push_to_hub(kwargs.pop("repo_id", str(save_directory)), **kwargs)
-
-    def push_to_hub(self, repo_id: str, **kwargs):
-        """Push the router, after pushing its local experts to `repo_id`'s namespace, pinned to their commits; see
-        `hf_ttmoe.hub.push_to_hub` (and `hf_ttmoe.hub.push_experts` to choose the experts' namespace and names)."""
-        from ..hub import push_to_hub
-
-        return push_to_hub(self, repo_id, **kwargs)
-
-    @property
-    def model_card_data(self):
-        """What this router's model card says (`hub_cards.RouterCardData`); user fields persist until pushed."""
-        from ..hub import model_card_data
-
-        return model_card_data(self)
+        return config
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, base_model=None, revision=None, token=None,
-                        cache_dir=None, local_files_only=False, **kwargs):
-        """Load a saved MoE from a local directory or a Hub repo (at `revision`): its router, and every expert it
-        references, pulled at its pinned commit in parallel (local paths resolve relative to the directory). `token`,
-        `cache_dir`, `local_files_only` and `HF_HUB_OFFLINE=1` apply to the router and to every expert."""
-        path = str(pretrained_model_name_or_path)
-        hub = {"token": token, "cache_dir": cache_dir, "local_files_only": local_files_only}
-        local = os.path.isdir(path)
-        root = path if local else pull(path, (CONFIG_NAME, WEIGHTS_NAME), revision, owner=f"Router {path!r}",
-                                       **hub)[0]
-        config = TTLoRAMoEConfig.from_dict(json.loads(Path(root, CONFIG_NAME).read_text()))
-        model = cls(config, base_model=base_model, root=root if local else None, **hub)
-        tensors = read_weights(os.path.join(root, WEIGHTS_NAME), f"Router {path!r}")
-        own = model.router_state_dict()
-        bad = sorted(set(own) ^ set(tensors)) + [k for k in own if k in tensors and own[k].shape != tensors[k].shape]
-        if bad:
-            raise ValueError(f"Router {path!r}: {WEIGHTS_NAME} does not fit this router ({len(own)} tensors): "
-                             f"{bad[:5]}")
-        model.load_state_dict(tensors, strict=False)
-        return model.eval()
+    def _from_saved_config(cls, config, base_model, root, **hub_kwargs):
+        """Every expert the config references is read (local paths relative to `root`) or pulled at its pinned commit,
+        in parallel; `token`, `cache_dir`, `local_files_only` and `HF_HUB_OFFLINE=1` apply to each."""
+        return cls(config, base_model=base_model, root=root, **hub_kwargs)
+
+    def fill_card_data(self, data: RouterCardData) -> None:
+        data.task_type = "seq_cls"
+        data.experts = [{**e.reference(), "labels": e.label_names} for e in self.expert_sources]
+        data.router_type, data.router_layer = self.config.router_type, self.config.router_layer
+        data.pooling, data.noisy_gating = self.pooling, self.config.noisy_gating
+        data.trainable_parameters = {"router": sum(p.numel() for p in self.router.parameters())}
+
+    def push_dependencies(self, namespace: str | None, private: bool | None, token: str | bool | None,
+                          repo_names: dict[str, str] | None = None) -> None:
+        """Push the local experts to `namespace` (as `repo_names.get(task)` or their directory name) and re-point
+        this model at the commits holding them; experts from the Hub are already pinned. A repo that already holds an
+        expert's exact files is pinned as it is."""
+        names, targets, pinned = repo_names or {}, {}, []
+        dims = {f"model.{name}": layer.base_layer.in_features for name, layer in self.model.named_modules()
+                if isinstance(layer, MixedTTLoRALinear)}
+        for expert in self.expert_sources:
+            if not expert.local:
+                pinned.append(expert)
+                continue
+            if namespace is None:
+                raise ValueError(f"Expert {expert.repo_id!r} is a local directory: give the router's repo_id as "
+                                 "'namespace/name' (or push_experts(namespace=...)) so it can be pushed.")
+            target = f"{namespace}/{names.get(expert.task) or Path(expert.path).resolve().name}"
+            if target in targets:
+                raise ValueError(f"Experts {targets[target]!r} and {expert.path!r} would both be pushed to "
+                                 f"{target!r}; give them different names with repo_names={{task: name}}.")
+            targets[target] = expert.path
+            commit = push_expert_dir(expert.path, target, in_features=dims, private=private, token=token)
+            pinned.append(replace(expert, repo_id=target, revision=commit, local=False))
+        self.expert_sources = pinned
+        self.config.experts = [e.reference() for e in pinned]
 
     def _clean_base(self) -> PreTrainedModel:
         """The base model with every expert layer, the mixed head and the routing hook taken out again."""
@@ -419,4 +338,4 @@ class TTLoRAMoEModel(PreTrainedModel):
         return self._recompose([e for e in self._source_entries() if e["task"] != task])
 
 
-__all__ = ["Expert", "TTLoRAMoEModel", "TTLoRAMoEOutput", "check_compatible", "load_expert", "stacked_factors"]
+__all__ = ["TTLoRAMoEModel", "TTLoRAMoEOutput"]

@@ -7,10 +7,9 @@ Everything below the router is frozen, so its features never change during route
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..losses import load_balancing_loss
+from ..losses import router_loss
 
 
 @torch.no_grad()
@@ -43,7 +42,7 @@ def train_router_on_features(model, features: torch.Tensor, task_ids: torch.Tens
         total = 0.0
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            loss = router_loss(model, router(features[idx]), task_ids[idx])
+            loss = router_loss(router(features[idx]), task_ids[idx], model.config.router_aux_loss_coef)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -53,10 +52,4 @@ def train_router_on_features(model, features: torch.Tensor, task_ids: torch.Tens
     return history
 
 
-def router_loss(model, router_logits: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
-    """The router's training loss: cross-entropy against the task id, plus the weighted balance loss."""
-    loss = F.cross_entropy(router_logits, task_ids)
-    if model.config.router_aux_loss_coef:
-        loss = loss + model.config.router_aux_loss_coef * load_balancing_loss(router_logits[None],
-                                                                              model.config.num_experts)
-    return loss
+__all__ = ["compute_router_features", "train_router_on_features"]

@@ -1,20 +1,31 @@
-"""Experts as routers compose them: read from a local directory or pulled from the Hub at a pinned commit."""
+"""Experts as a MoE composes them: read from a local directory or pulled from the Hub at a pinned commit, checked
+for compatibility, and their exact TT factors stacked."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
-from ..adapter import CONFIG_NAME, WEIGHTS_NAME
+from .. import tt
+from ..io import (
+    CONFIG_NAME,
+    MODEL_FILES,
+    WEIGHTS_NAME,
+    CorruptExpertError,
+    ExpertNotFoundError,
+    IncompatibleExpertError,
+    pull,
+    read_weights,
+)
 from ..ttlora.config import TTLoRAConfig
-from .pull import MODEL_FILES, CorruptExpertError, ExpertNotFoundError, IncompatibleExpertError, pull, read_weights
-
-CORE_TAG = ".ttlora_cores."
+from ..ttlora.layer import CORE_TAG
 
 
 @dataclass
@@ -122,4 +133,53 @@ def load_experts(entries: list[dict], root: str | None = None, max_workers: int 
     return experts
 
 
-__all__ = ["CORE_TAG", "Expert", "load_expert", "load_experts", "local_expert_dir"]
+def check_compatible(experts: list[Expert]) -> None:
+    """All experts must share base model, task type, adapted modules and head layout; the error names who differs."""
+    if not experts:
+        raise ValueError("A TT-LoRA MoE needs at least one expert.")
+    ref = experts[0]
+    facts = {
+        "base_model_signature": lambda e: e.config.base_model_signature,
+        "base model": lambda e: (e.config.base_model_name_or_path, e.config.base_model_revision),
+        "task_type": lambda e: e.config.task_type,
+        "target_modules": lambda e: sorted(e.config.target_modules or []),
+        "adapted modules": lambda e: e.modules(),
+        "head modules": lambda e: e.config.modules_to_save,
+    }
+    for expert in experts[1:]:
+        for what, get in facts.items():
+            if get(expert) != get(ref):
+                raise IncompatibleExpertError(
+                    f"Expert {expert.repo_id!r} (task {expert.task!r}) is not compatible with expert {ref.repo_id!r} "
+                    f"(task {ref.task!r}): {what} {get(expert)} vs {get(ref)}."
+                )
+    if ref.config.task_type != "seq_cls" or len(ref.config.modules_to_save or []) != 1:
+        raise ValueError(
+            f"Experts must be sequence classifiers with one head module; {ref.repo_id!r} has task_type="
+            f"{ref.config.task_type!r}, modules_to_save={ref.config.modules_to_save}."
+        )
+    tasks = [e.task for e in experts]
+    if len(set(tasks)) != len(tasks):
+        raise ValueError(f"Two experts have the same task name: {tasks}; give each expert its own task.")
+
+
+def stacked_factors(experts: list[Expert], module: str, in_features: int, out_features: int):
+    """`U: (E, out, r_max)` with each expert's scaling folded in, `V: (E, r_max, in)`; zero-padded to r_max."""
+    us, vs = [], []
+    for expert in experts:
+        cores = expert.cores(module)
+        modes = [c.shape[1] for c in cores]
+        m = tt.split_index(modes, in_features)
+        if m is None or math.prod(modes[m:]) != out_features:
+            raise IncompatibleExpertError(f"Expert {expert.repo_id!r}: cores of {module} (modes {modes}) do not fit a "
+                             f"{out_features}x{in_features} weight.")
+        u, v = tt.tt_factors([c.float() for c in cores], m)  # (out, r), (r, in)
+        us.append(u * (expert.config.alpha / cores[m].shape[0]))
+        vs.append(v)
+    r_max = max(u.shape[1] for u in us)
+    u = torch.stack([F.pad(u, (0, r_max - u.shape[1])) for u in us])  # (E, out, r_max)
+    v = torch.stack([F.pad(v, (0, 0, 0, r_max - v.shape[0])) for v in vs])  # (E, r_max, in)
+    return u, v
+
+
+__all__ = ["Expert", "check_compatible", "load_expert", "load_experts", "local_expert_dir", "stacked_factors"]
