@@ -13,7 +13,6 @@ import os
 from dataclasses import field
 from typing import ClassVar
 
-import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, PreTrainedConfig, PreTrainedModel
 

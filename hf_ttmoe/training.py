@@ -10,8 +10,8 @@ import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
-from .io import atomic_write
 from .distributed import check_deepspeed_config
+from .io import atomic_write
 
 
 @dataclass

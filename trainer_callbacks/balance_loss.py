@@ -8,6 +8,8 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
+from hf_ttmoe import DenseMoELoRAModel
+
 SCHEDULES = ("constant", "linear_warmup", "cosine")
 
 
@@ -57,7 +59,7 @@ class BalanceLossCallback(TrainerCallback, ExportableState):
         return 1.0
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        if model is None or not hasattr(model, "pop_routing_stats"):
+        if not isinstance(model, DenseMoELoRAModel):
             raise TypeError(
                 f"BalanceLossCallback needs a DenseMoELoRAModel, got {type(model).__name__}: it schedules "
                 "`router_aux_loss_coef` and reads `pop_routing_stats()`."

@@ -8,8 +8,13 @@ import logging
 import os
 from pathlib import Path
 
+import torch
+import transformers
+from huggingface_hub import HfApi
 from transformers import TrainerCallback, TrainingArguments
 
+from hf_ttmoe import SavedModel, __version__
+from hf_ttmoe.io import fetch_readme, write_model_card
 from hub_cards import TrainingFacts
 
 logger = logging.getLogger(__name__)
@@ -105,14 +110,9 @@ class ModelCardCallback(TrainerCallback):
         return data.training
 
     def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
-        if model is None or not hasattr(model, "model_card_data"):
+        if not isinstance(model, SavedModel):
             raise TypeError(f"ModelCardCallback needs an hf_ttmoe model (with `model_card_data`), got "
                             f"{type(model).__name__}.")
-        import torch
-        import transformers
-
-        from hf_ttmoe import __version__
-
         facts = self._facts(model)
         found = dataset_names(getattr(train_dataloader, "dataset", None))
         facts.datasets = list(dict.fromkeys([*self.datasets, *found]))
@@ -154,16 +154,12 @@ class ModelCardCallback(TrainerCallback):
         if "/" in name or not args.push_to_hub:
             return name if args.push_to_hub else args.hub_model_id
         try:
-            from huggingface_hub import HfApi
-
             return f"{HfApi(token=args.hub_token).whoami()['name']}/{name}"
         except Exception:  # offline or no token: the card then names the repo by its short name
             return name
 
     def write(self, args, model, repo_id: str | None, remote: bool = False) -> None:
         """Write the card into `args.output_dir/README.md`, merged into the Hub's README when `remote`."""
-        from hf_ttmoe.hub import fetch_readme, refresh_card_data, write_model_card
-
         os.makedirs(args.output_dir, exist_ok=True)
         existing = None
         if remote and repo_id and "/" in repo_id:
@@ -171,4 +167,4 @@ class ModelCardCallback(TrainerCallback):
                 existing = fetch_readme(repo_id, args.hub_revision, args.hub_token)
             except OSError as err:  # the Hub is unreachable: merge into the local README only
                 logger.warning("ModelCardCallback: could not read the README of %s (%s)", repo_id, err)
-        write_model_card(refresh_card_data(model, repo_id), args.output_dir, existing=existing)
+        write_model_card(model.refresh_card_data(repo_id), args.output_dir, existing=existing)

@@ -15,6 +15,7 @@ from ..losses import gate_entropy, load_balancing_loss, router_z_loss
 from .config import DenseMoELoRAConfig
 from .layer import DenseMoELoRALinear
 
+
 @dataclass
 class DenseMoELoRAOutput(ModelOutput):
     """Outputs of `DenseMoELoRAModel`, following the transformers MoE output contract.
