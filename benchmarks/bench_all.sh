@@ -1,26 +1,29 @@
 #!/usr/bin/env bash
-# Every benchmark behind BENCHMARKS.md, one after another (never two at once: the machine has 2 cores).
-# Usage: bash scripts/bench_all.sh [GLUE_DIR]   (default ../shared/data/glue); logs in benchmarks/logs/.
+# Every benchmark behind benchmarks/README.md, one after another (never two at once: the machine has 2 cores).
+# Usage: bash benchmarks/bench_all.sh [GLUE_DIR]   (default ../shared/data/glue); logs in benchmarks/logs/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 # glibc hands large freed blocks (the 25 MB activations of the layer benchmarks) back to the OS and maps them again
 # at the next step: a third of the wall time went to page faults, and most of the run-to-run spread. Keeping them
-# mapped is the same for every variant and makes the ratios repeatable (BENCHMARKS.md).
+# mapped is the same for every variant and makes the ratios repeatable (benchmarks/README.md).
 export MALLOC_MMAP_THRESHOLD_=${MALLOC_MMAP_THRESHOLD_:-4294967296} MALLOC_TRIM_THRESHOLD_=${MALLOC_TRIM_THRESHOLD_:-68719476736}
 export MALLOC_TOP_PAD_=${MALLOC_TOP_PAD_:-1073741824}
 GLUE=${1:-../shared/data/glue}
 mkdir -p benchmarks/logs
-run() { echo "== $*"; "$PY" "$@" > "benchmarks/logs/$(echo "$*" | tr ' /' '__' | cut -c1-80).log" 2>&1; }
-run scripts/bench_ttlora.py layer --dims 384 2048 --batches 2 32 128 --reps 9
-run scripts/bench_ttlora.py step --reps 7
-run scripts/bench_ttlora.py merged --reps 25
-run scripts/bench_ttlora.py quality --glue_dir "$GLUE" --tt_lrs 2e-3 5e-3 1e-2 2e-2 --lora_lrs 5e-4 1e-3 2e-3 5e-3
-run scripts/bench_moe_lora.py layer --reps 15
-run scripts/bench_moe_lora.py step --reps 7
-run scripts/bench_moe_lora.py quality --glue_dir "$GLUE" --max_train_samples 4000 --epochs 2 --moe_alpha 64
-run scripts/bench_moe.py compose
-run scripts/bench_moe.py e2e
-run scripts/bench_moe.py mixed
-run scripts/bench_glue_moe.py --glue_dir "$GLUE"
-run scripts/bench_distributed.py
+run() {  # module in benchmarks/, then its arguments
+    echo "== $*"
+    "$PY" -m "benchmarks.$1" "${@:2}" > "benchmarks/logs/$(echo "$*" | tr ' /' '__' | cut -c1-80).log" 2>&1
+}
+run bench_ttlora layer --dims 384 2048 --batches 2 32 128 --reps 9
+run bench_ttlora step --reps 7
+run bench_ttlora merged --reps 25
+run bench_ttlora quality --glue_dir "$GLUE" --tt_lrs 2e-3 5e-3 1e-2 2e-2 --lora_lrs 5e-4 1e-3 2e-3 5e-3
+run bench_moe_lora layer --reps 15
+run bench_moe_lora step --reps 7
+run bench_moe_lora quality --glue_dir "$GLUE" --max_train_samples 4000 --epochs 2 --moe_alpha 64
+run bench_moe compose
+run bench_moe e2e
+run bench_moe mixed
+run bench_glue_moe --glue_dir "$GLUE"
+run bench_distributed

@@ -1,6 +1,6 @@
 """Distributed training costs (issue 6).
 
-    python scripts/bench_distributed.py
+    python -m benchmarks.bench_distributed
 
 1. Per-rank memory of the trainable state (fp32 params + grads + AdamW's two moments) of a TT-LoRA expert vs PEFT
    LoRA r=16 on the same modules, under ZeRO-2 and ZeRO-3 with 2 ranks, for MiniLM and the Llama-3.2-1B-shaped
@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import socket
@@ -24,20 +25,15 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, LlamaConfig
 
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_ttlora import save  # noqa: E402
-
-from hf_ttmoe import DEFAULT_BASE_MODEL, TTLoRAConfig, TTLoRAModel  # noqa: E402
-from hf_ttmoe.adapter import resolve_base_model  # noqa: E402
+from benchmarks.common import LLAMA_1B, REFERENCE_SHAPES, save
+from hf_ttmoe import DEFAULT_BASE_MODEL, TTLoRAConfig, TTLoRAModel
+from hf_ttmoe.adapter import resolve_base_model
 
 ROOT = Path(__file__).resolve().parents[1]
-LLAMA_1B = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-                num_key_value_heads=8, vocab_size=128256, num_labels=2)
-REFERENCE_SHAPES = {"q_proj": [[16, 8, 4, 4], [4, 4, 8, 16]], "v_proj": [[16, 16, 4, 2], [2, 16, 16]]}
 
 
 def meta_base(name: str):
-    config = LlamaConfig(**LLAMA_1B) if name == "llama-1b" else AutoConfig.from_pretrained(
+    config = LlamaConfig(**LLAMA_1B, num_labels=2) if name == "llama-1b" else AutoConfig.from_pretrained(
         resolve_base_model(DEFAULT_BASE_MODEL)[0], num_labels=2)
     with torch.device("meta"):
         return AutoModelForSequenceClassification.from_config(config)
@@ -79,6 +75,7 @@ def wall_time(nproc: int, deepspeed: str | None, base_dir: str, steps: int) -> f
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     memory = []
     for name in ("minilm", "llama-1b"):
         for method, params in trainable_counts(name).items():

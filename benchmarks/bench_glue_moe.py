@@ -1,22 +1,18 @@
 """TT-LoRA MoE on real GLUE data (issue 4): SST-2 and MRPC experts, a router at several layers, evaluated without
 task ids against the right expert by hand.
 
-    python scripts/bench_glue_moe.py --glue_dir ../shared/data/glue
+    python -m benchmarks.bench_glue_moe --glue_dir ../shared/data/glue
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-import evaluate  # noqa: E402
-import train_expert  # noqa: E402
-import train_router  # noqa: E402
-from bench_ttlora import save  # noqa: E402
+from benchmarks.common import save
+from hf_ttmoe.commands import evaluate, train_expert, train_router
 
 
 def main() -> None:

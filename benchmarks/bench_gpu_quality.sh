@@ -4,9 +4,9 @@
 #   .gpu_carry/minilm   the embedded all-MiniLM-L6-v2 with its weights stored in fp16 (to fit the transfer limit;
 #                       loaded and trained in fp32), tokenizer and config
 #   .gpu_carry/glue     a copy of ../shared/data/glue/sst2, never committed
-# Results: benchmarks/results/ttlora_quality_cuda_*.json (see BENCHMARKS.md).
-#   bash scripts/bench_gpu_quality.sh --prepare   # here, once: builds .gpu_carry (git-ignored locally)
-#   bash scripts/bench_gpu_quality.sh [PATTERN]   # there, with .whl and .gpu_carry carried: the settings matching
+# Results: benchmarks/results/ttlora_quality_cuda_*.json (see benchmarks/README.md).
+#   bash benchmarks/bench_gpu_quality.sh --prepare   # here, once: builds .gpu_carry (git-ignored locally)
+#   bash benchmarks/bench_gpu_quality.sh [PATTERN]   # there, with .whl and .gpu_carry carried: the settings matching
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--prepare" ]; then
@@ -36,13 +36,14 @@ if compgen -G ".whl/*.whl" > /dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
     export PYTHONPATH=/tmp/site
 fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error
+# `python3 -m` from the root imports hf_ttmoe from the checkout
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error
 only=${1:-}  # run only the settings whose name matches this pattern
 common=(quality --device cuda --glue_dir .gpu_carry/glue --base_model .gpu_carry/minilm --resume)
 run() {  # name, then the settings
     local name=$1; shift
     if [ -n "$only" ] && [[ ! $name =~ $only ]]; then return; fi
-    python3 scripts/bench_ttlora.py "${common[@]}" --name "ttlora_quality_cuda_$name" "$@" 2>&1 \
+    python3 -m benchmarks.bench_ttlora "${common[@]}" --name "ttlora_quality_cuda_$name" "$@" 2>&1 \
         | grep -v -e "it/s]" -e "examples/s]" -e "LOAD REPORT" -e "MISSING" -e "^Key" -e "^---" -e "^classifier" || true
     if [ -n "${OUT:-}" ]; then cp benchmarks/results/ttlora_quality_cuda_*.json "$OUT"/; fi
 }

@@ -1,7 +1,7 @@
-"""Hub benchmarks (issue 5), against the local Hub server of tests/hub_server.py (HTTP on 127.0.0.1) driven by the
+"""Hub benchmarks (issue 5), against the local Hub server of `hf_ttmoe.testing` (HTTP on 127.0.0.1) driven by the
 real `huggingface_hub` client, as in the tests.
 
-    .venv/bin/python scripts/bench_hub.py --num_experts 16 --repeats 9 --threads 1
+    .venv/bin/python -m benchmarks.bench_hub --num_experts 16 --repeats 9 --threads 1
 
 1. Repo sizes: a TT-LoRA expert repo (MiniLM q/v; the Llama-3.2-1B-shaped reference layout, built on the meta device
    with only the saved tensors materialized) against a PEFT LoRA r=16 adapter repo for the same modules and the same
@@ -18,19 +18,15 @@ import copy
 import json
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-from hub_server import TOKEN, HubServer, client_settings  # noqa: E402
+from benchmarks.common import LLAMA_1B, REFERENCE_SHAPES, make_experts
+from hf_ttmoe.testing import TOKEN, HubServer, client_settings
 
-LLAMA_1B = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-                num_key_value_heads=8, vocab_size=128256)
-REFERENCE_SHAPES = {"q_proj": [[16, 8, 4, 4], [4, 4, 8, 16]], "v_proj": [[16, 16, 4, 2], [2, 16, 16]]}
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -113,7 +109,6 @@ def bench_sizes(api) -> dict:
 
 def bench_compose(api, hub: HubServer, cache: Path, args: BenchArguments, apply) -> dict:
     import torch
-    from bench_moe import make_experts
 
     from hf_ttmoe import DEFAULT_BASE_MODEL, TTLoRAConfig, TTLoRAMoEModel, load_base_model
 

@@ -1,8 +1,8 @@
 """Benchmarks of TT-LoRA MoE (issue 4). Interleaved repetitions, medians and ratios.
 
-    python scripts/bench_moe.py mixed      # mixed-expert batch vs single expert, E = 1..256, vs PEFT adapter_names=
-    python scripts/bench_moe.py e2e        # routed inference / right expert by hand, router_layer 0 and L
-    python scripts/bench_moe.py compose    # time to compose E experts from local directories
+    python -m benchmarks.bench_moe mixed      # mixed-expert batch vs single expert, E = 1..256, vs PEFT adapter_names=
+    python -m benchmarks.bench_moe e2e        # routed inference / right expert by hand, router_layer 0 and L
+    python -m benchmarks.bench_moe compose    # time to compose E experts from local directories
 
 Experts here are random (untrained) TT-LoRA experts on MiniLM q/v: timings do not depend on the values.
 """
@@ -11,41 +11,22 @@ from __future__ import annotations
 
 import argparse
 import copy
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
+from benchmarks.common import (
+    add_device_args,
+    bench_base,
+    dispatch,
+    interleaved,
+    make_experts,
+    results_name,
+    save,
+)
 from hf_ttmoe import DEFAULT_BASE_MODEL, TTLoRAConfig, TTLoRAModel, TTLoRAMoEModel, load_base_model
-
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_ttlora import add_device_args, bench_base, dispatch, interleaved, results_name, save  # noqa: E402
-
-
-def make_experts(root: Path, num: int, base, num_labels: tuple[int, ...] = (2,)) -> list[str]:
-    """`num` expert directories with random cores and heads; expert i has `num_labels[i % len(num_labels)]` labels.
-    One expert model per label count, on a copy of `base` (or, for a head size `base` lacks, a base loaded with it)."""
-    experts = {}
-    paths = []
-    for i in tqdm(range(num), desc="writing experts"):
-        labels = num_labels[i % len(num_labels)]
-        if labels not in experts:
-            config = TTLoRAConfig(base_model_name_or_path=DEFAULT_BASE_MODEL, num_labels=labels, task="t0")
-            own = copy.deepcopy(base).cpu() if labels == base.config.num_labels else load_base_model(config)
-            experts[labels] = TTLoRAModel(config, base_model=own)
-        expert = experts[labels]
-        with torch.no_grad():
-            for p in expert.parameters():
-                if p.requires_grad:
-                    p.normal_(0, 0.1)
-        expert.config.task = f"t{i}"
-        path = root / f"expert{i}"
-        expert.save_pretrained(path)
-        paths.append(str(path))
-    return paths
 
 
 def batch_of(size: int, seq: int, device: str = "cpu"):

@@ -1,8 +1,8 @@
 """Benchmarks of dense MoE-LoRA (issue 3). Interleaved repetitions, medians and ratios.
 
-    python scripts/bench_moe_lora.py layer     # two-GEMM layer vs per-expert loop vs one LoRA of rank E·r
-    python scripts/bench_moe_lora.py step      # MiniLM training step vs PEFT LoRA at the same trainable budget
-    python scripts/bench_moe_lora.py quality --glue_dir ../shared/data/glue --max_train_samples 4000 --epochs 2 \
+    python -m benchmarks.bench_moe_lora layer     # two-GEMM layer vs per-expert loop vs one LoRA of rank E·r
+    python -m benchmarks.bench_moe_lora step      # MiniLM training step vs PEFT LoRA at the same trainable budget
+    python -m benchmarks.bench_moe_lora quality --glue_dir ../shared/data/glue --max_train_samples 4000 --epochs 2 \
         --moe_alpha 64                                               # SST-2 and MRPC, 3 seeds each
 
 Budget match: MoE-LoRA with E=8 experts of rank 4 (+ gates) on both FFN linears of layers 2-5 has 552,960
@@ -13,18 +13,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hf_ttmoe import DEFAULT_BASE_MODEL, DenseMoELoRAConfig, DenseMoELoRAModel, load_base_model, load_tokenizer
-
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_ttlora import (  # noqa: E402
+from benchmarks.common import (
     add_layer_timing_args,
     dispatch,
     interleaved,
@@ -35,6 +30,7 @@ from bench_ttlora import (  # noqa: E402
     resumed_rows,
     save,
 )
+from hf_ttmoe import DEFAULT_BASE_MODEL, DenseMoELoRAConfig, DenseMoELoRAModel, load_base_model, load_tokenizer
 
 LAYERS = [2, 3, 4, 5]
 FFN = ["intermediate.dense", "output.dense"]

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
-from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+from transformers import DataCollatorWithPadding, HfArgumentParser, Trainer, TrainingArguments
 
 from .distributed import check_deepspeed_config
 from .io import atomic_write
@@ -28,6 +28,15 @@ class DataArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Cap the training split (deterministic)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Cap validation/test splits."})
     split_seed: int = field(default=42, metadata={"help": "Seed of the train/validation/test split and caps."})
+
+
+def parse_arguments(dataclass_types: tuple, argv: list[str] | None, learning_rate: float) -> tuple:
+    """`HfArgumentParser` over `dataclass_types` and `TrainingArguments`, with `learning_rate` as the default learning
+    rate: an adapter's (chosen on dev rows, see benchmarks/README.md), not `TrainingArguments`' full fine-tuning 5e-5,
+    which leaves an adapter trained from zero close to where it started."""
+    parser = HfArgumentParser((*dataclass_types, TrainingArguments))
+    parser.set_defaults(learning_rate=learning_rate)
+    return parser.parse_args_into_dataclasses(args=argv)
 
 
 def compute_metrics(eval_pred) -> dict[str, float]:

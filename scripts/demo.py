@@ -1,70 +1,12 @@
-"""The main job, offline on the embedded default: the whole two-stage TT-LoRA MoE pipeline on 4 real corpora.
-
-1. Train one TT-LoRA expert per embedded task (movie-review sentiment, BBC news topics, tweet sentiment, language id)
-   on the embedded all-MiniLM-L6-v2 base.
-2. Compose the frozen experts and train a top-1 router on cached base-model features (router_layer 0).
-3. Evaluate the MoE without task ids against the right expert given by hand; print the table, write the PNG.
+"""The whole two-stage TT-LoRA MoE pipeline on 4 embedded corpora, offline (`hf_ttmoe/commands/demo.py`).
 
     python scripts/demo.py                      # ~6-9 minutes on 2 CPU cores, no network
     python scripts/demo.py --train_samples 400  # quicker, less accurate
 """
 
-from __future__ import annotations
-
 import sys
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
-from transformers import HfArgumentParser
-
-sys.path.insert(0, str(Path(__file__).parent))
-import evaluate  # noqa: E402
-import train_expert  # noqa: E402
-import train_router  # noqa: E402
-
-from hf_ttmoe.data import EMBEDDED_TASKS  # noqa: E402
-
-
-@dataclass
-class DemoArguments:
-    output_dir: str = field(default="runs/demo", metadata={"help": "Where experts, router and results go."})
-    train_samples: int = field(default=1200, metadata={"help": "Training rows per expert."})
-    epochs: float = field(default=2.0, metadata={"help": "Epochs per expert."})
-    learning_rate: float = field(default=2e-2, metadata={"help": "Experts' learning rate (cores and head)."})
-    router_samples: int = field(default=3000, metadata={"help": "Router training rows per task (at most)."})
-    router_type: str = field(default="linear", metadata={"help": "linear | mlp."})
-    eval_samples: int = field(default=200, metadata={"help": "Test rows per task."})
-    router_layer: int = field(default=0, metadata={"help": "Route on the state after layer k (0 = embeddings)."})
-
-
-def main(argv: list[str] | None = None) -> dict:
-    (args,) = HfArgumentParser(DemoArguments).parse_args_into_dataclasses(args=argv)
-    out, start = Path(args.output_dir), time.perf_counter()
-    # 76 steps per expert, measured: lr 2e-2 gave 74.5% on the reviews vs 67.5% at 5e-3 (language id gained too,
-    # tweets equal) and 5e-2 diverged. Over 250 SST-2 steps 5e-3 is best (BENCHMARKS.md): short runs want more.
-    common = ["--max_length", "64", "--learning_rate", str(args.learning_rate), "--per_device_train_batch_size", "32",
-              "--per_device_eval_batch_size", "64", "--save_strategy", "no", "--eval_strategy", "no",
-              "--logging_steps", "10", "--report_to", "none", "--use_cpu", "--seed", "0"]
-    experts = []
-    for i, task in enumerate(EMBEDDED_TASKS):
-        print(f"\n=== [{i + 1}/{len(EMBEDDED_TASKS)}] TT-LoRA expert for {task}: {EMBEDDED_TASKS[task].description}")
-        path = out / "experts" / task
-        train_expert.main(["--task", task, "--output_dir", str(path), "--max_train_samples", str(args.train_samples),
-                           "--max_eval_samples", str(args.eval_samples), "--num_train_epochs", str(args.epochs),
-                           *common])
-        experts.append(str(path))
-    print("\n=== Router over the frozen experts (features cached once, then trained in seconds)")
-    train_router.main(["--experts", *experts, "--output_dir", str(out / "moe"), "--router_layer",
-                       str(args.router_layer), "--router_type", args.router_type, "--max_per_task",
-                       str(args.router_samples), "--report_to", "none",
-                       "--use_cpu", "--per_device_eval_batch_size", "64"])
-    print("\n=== MoE without task ids vs the right expert by hand (oracle), test split")
-    result = evaluate.main(["--moe", str(out / "moe"), "--output_dir", str(out / "eval"), "--max_per_task",
-                            str(args.eval_samples)])
-    print(f"\nWhole pipeline: {time.perf_counter() - start:.0f} s")
-    return result
-
+from hf_ttmoe.commands.demo import main
 
 if __name__ == "__main__":
     main(sys.argv[1:])

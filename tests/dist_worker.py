@@ -4,7 +4,8 @@
         --base_dir BASE --out_dir OUT
 
 Writes, from rank 0, OUT/report.json (losses, checks) and OUT/final/ (the saved model); the test compares them with a
-single-process run and reloads the saved model in a fresh process.
+single-process run and reloads the saved model in a fresh process. Run as a script, it imports `dist_models` from its
+own folder (the folder of the script Python runs comes first on the import path).
 """
 
 from __future__ import annotations
@@ -12,15 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
 import torch
 from datasets import Dataset
+from dist_models import BATCH, GLOBAL_BATCH, build_model, callbacks_for, make_dataset
 from safetensors.torch import load_file, save_file
 from transformers import Trainer, TrainingArguments
-
-sys.path.insert(0, os.path.dirname(__file__))
-from dist_models import BATCH, GLOBAL_BATCH, build_model, callbacks_for, make_dataset  # noqa: E402
 
 
 def main() -> None:

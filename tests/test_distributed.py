@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import rel_err, tiny_base
+from dist_models import BATCH, KINDS, make_dataset, save_router_experts
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.distributed
@@ -22,8 +23,6 @@ pytest.importorskip("deepspeed")
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "dist_worker.py"
-sys.path.insert(0, str(ROOT / "tests"))
-from dist_models import BATCH, KINDS, make_dataset, save_router_experts  # noqa: E402
 
 
 def free_port() -> int:

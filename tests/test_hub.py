@@ -7,13 +7,10 @@ import json
 import os
 import re
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from conftest import tiny_base, tiny_batch
-from hub_server import TOKEN, HubServer, client_settings
 from huggingface_hub import HfApi, ModelCard
 from safetensors.torch import load, save
 from transformers import AutoModel
@@ -25,6 +22,7 @@ from hf_ttmoe.hub import (
     IncompatibleExpertError,
     push_experts,
 )
+from hf_ttmoe.testing import TOKEN, HubServer, client_settings
 from hub_cards import AUTO_END, AUTO_START, TrainingFacts
 
 NUM_LABELS = (2, 3)
@@ -487,8 +485,7 @@ def test_trainer_push_end_writes_our_card_not_the_trainer_draft(hub, tmp_path, n
 
 
 def test_push_script_pushes_an_expert_directory_and_a_router(hub, tmp_path, name):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    from push import main
+    from hf_ttmoe.commands.push import main
 
     base_dir = tmp_path / "tiny-bert"  # a base model the router can load by path
     tiny_base("bert", num_labels=2).save_pretrained(base_dir)

@@ -1,4 +1,5 @@
-"""The command-line scripts, end to end on the real embedded base model and corpora (small sizes)."""
+"""The user commands (`hf_ttmoe.commands`, behind `scripts/*.py`), end to end on the real embedded base model and
+corpora (small sizes)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,10 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
 
 
 def test_train_expert_script_trains_evaluates_saves_and_reloads(tmp_path):
-    from train_expert import main
+    from hf_ttmoe.commands.train_expert import main
 
     out = tmp_path / "expert"
     results = main(["--task", "rotten_tomatoes", "--output_dir", str(out), "--max_train_samples", "64",
@@ -48,7 +48,7 @@ def test_train_expert_help_lists_training_arguments():
 
 @pytest.mark.slow
 def test_demo_pipeline_routes_and_classifies(tmp_path):
-    from demo import main
+    from hf_ttmoe.commands.demo import main
 
     result = main(["--output_dir", str(tmp_path)])
     assert result["router_accuracy"] >= 0.95
@@ -58,7 +58,7 @@ def test_demo_pipeline_routes_and_classifies(tmp_path):
 
 
 def test_train_moe_lora_script(tmp_path):
-    from train_moe_lora import main
+    from hf_ttmoe.commands.train_moe_lora import main
 
     out = tmp_path / "moe"
     results = main(["--task", "rotten_tomatoes", "--output_dir", str(out), "--max_train_samples", "32",
@@ -74,9 +74,9 @@ def test_train_moe_lora_script(tmp_path):
 
 
 def test_router_and_evaluate_scripts(tmp_path):
-    from evaluate import main as evaluate
-    from train_expert import main as train_expert
-    from train_router import main as train_router
+    from hf_ttmoe.commands.evaluate import main as evaluate
+    from hf_ttmoe.commands.train_expert import main as train_expert
+    from hf_ttmoe.commands.train_router import main as train_router
 
     experts = []
     for task in ("rotten_tomatoes", "language_id"):
@@ -99,3 +99,21 @@ def test_router_and_evaluate_scripts(tmp_path):
                                 "--per_device_train_batch_size", "8", "--report_to", "none", "--use_cpu",
                                 "--save_strategy", "no"])
     assert (tmp_path / "moe_trainer" / "model.safetensors").exists() and trainer_moe.config.num_experts == 2
+
+
+@pytest.mark.parametrize("command, arguments", [("train_expert", "ExpertArguments"),
+                                                ("train_moe_lora", "MoELoRAArguments")])
+def test_training_commands_default_to_an_adapters_learning_rate(command, arguments, tmp_path):
+    import importlib
+
+    from transformers import TrainingArguments
+
+    from hf_ttmoe.training import DataArguments, parse_arguments
+
+    module = importlib.import_module(f"hf_ttmoe.commands.{command}")
+    types = (getattr(module, arguments), DataArguments)
+    *_, training = parse_arguments(types, ["--output_dir", str(tmp_path)], module.DEFAULT_LEARNING_RATE)
+    assert training.learning_rate == module.DEFAULT_LEARNING_RATE
+    assert module.DEFAULT_LEARNING_RATE >= 20 * TrainingArguments.learning_rate  # not full fine-tuning's 5e-5
+    *_, training = parse_arguments(types, ["--output_dir", str(tmp_path), "--learning_rate", "1e-4"], 1e-3)
+    assert training.learning_rate == 1e-4

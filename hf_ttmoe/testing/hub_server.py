@@ -1,4 +1,26 @@
-"""A local Hugging Face Hub for tests and benchmarks: the HTTP protocol `huggingface_hub` speaks, stdlib only.
+"""A local Hugging Face Hub, to test Hub workflows offline: the HTTP protocol `huggingface_hub` speaks, stdlib only.
+
+In a test or script, start it in-process and point the already-imported client at it (`client_settings`):
+
+    ```python
+    import os
+
+    from hf_ttmoe.testing import TOKEN, HubServer, client_settings
+
+    with HubServer("hub_root") as hub:   # 127.0.0.1, free ports; objects stored under hub_root/
+        environment, attributes = client_settings(hub.url, TOKEN, "hf_cache")
+        os.environ.update(environment)
+        for obj, name, value in attributes:   # in pytest: monkeypatch.setenv / monkeypatch.setattr
+            setattr(obj, name, value)
+        ...                                   # push_to_hub("org/my-expert"), from_pretrained("org/my-expert"), ...
+    ```
+
+Or run it as a process and point other processes at it with the environment it prints (until Ctrl-C):
+
+    python -m hf_ttmoe.testing [--root DIR]
+    # prints: export HF_ENDPOINT=http://127.0.0.1:PORT HF_TOKEN=hf_test_token HF_HUB_DISABLE_XET=1 HF_HUB_CACHE=...
+
+The one token is `TOKEN` (user `tester`, member of `org`): repos can be created under those two namespaces.
 
 Repos live in memory (commits, branches, tags) with file contents under a directory on disk. Commits get git-like
 ids (sha1 of the tree, parent, message and a counter); regular files are addressed by their git blob sha1, large files
@@ -14,11 +36,9 @@ Endpoints: `GET /api/whoami-v2`; `POST /api/repos/create` (409 still returns `ur
 `GET /api/models/{repo}/refs`; `GET /api/models/{repo}/commits/{rev}`; `POST|DELETE /api/models/{repo}/branch/{b}`;
 `POST /api/models/{repo}/tag/{rev}`, `DELETE /api/models/{repo}/tag/{tag}`; `HEAD|GET /{repo}/resolve/{rev}/{path}`.
 
-Example:
+Faults, to test what a client does with a broken download:
     ```python
-    with HubServer(tmp_path) as hub:   # 127.0.0.1, free ports
-        hub.url, hub.token             # point HF_ENDPOINT / HF_TOKEN here
-        hub.faults[("org/x", "model.safetensors")] = "truncate"   # serve half the bytes as if complete
+    hub.faults[("org/x", "model.safetensors")] = "truncate"   # serve half the bytes as if complete
     ```
 """
 
@@ -662,6 +682,12 @@ class _HubHandler(_BaseHandler):
 
 
 
+def client_environment(url: str, token: str, cache_dir: str | os.PathLike, offline: bool = False) -> dict[str, str]:
+    """The environment variables that point a `huggingface_hub` started after them (a subprocess) at `url`."""
+    return {"HF_ENDPOINT": url, "HF_TOKEN": token, "HF_HUB_DISABLE_XET": "1", "HF_HUB_CACHE": str(cache_dir),
+            "HF_HUB_OFFLINE": "1" if offline else "0", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+
+
 def client_settings(url: str, token: str, cache_dir: str | os.PathLike, offline: bool = False):
     """`(environment, attributes)` that point an already-imported `huggingface_hub` (and transformers) at `url`.
 
@@ -673,8 +699,7 @@ def client_settings(url: str, token: str, cache_dir: str | os.PathLike, offline:
     import huggingface_hub.hf_api as hf_api
     import transformers.utils.hub as transformers_hub
 
-    environment = {"HF_ENDPOINT": url, "HF_TOKEN": token, "HF_HUB_DISABLE_XET": "1", "HF_HUB_CACHE": str(cache_dir),
-                   "HF_HUB_OFFLINE": "1" if offline else "0", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    environment = client_environment(url, token, cache_dir, offline=offline)
     attributes = [
         (constants, "ENDPOINT", url),
         (constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}"),
@@ -687,4 +712,23 @@ def client_settings(url: str, token: str, cache_dir: str | os.PathLike, offline:
     return environment, attributes
 
 
-__all__ = ["HubServer", "HubStore", "client_settings", "git_blob_sha1", "TOKEN", "USER", "ORGS"]
+def main(argv: list[str] | None = None) -> None:
+    """Serve until interrupted, after printing the environment that points `huggingface_hub` at this server."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="A local Hugging Face Hub on 127.0.0.1, for offline Hub workflows.")
+    parser.add_argument("--root", default=None, help="Directory for the stored objects (default: a temporary one).")
+    parser.add_argument("--token", default=TOKEN, help="The one valid access token.")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp, HubServer(args.root or Path(tmp, "hub"), token=args.token) as hub:
+        environment = client_environment(hub.url, hub.token, Path(args.root or tmp, "hf_cache"))
+        print("export " + " ".join(f"{k}={v}" for k, v in environment.items()), flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+__all__ = ["HubServer", "HubStore", "client_environment", "client_settings", "git_blob_sha1", "TOKEN", "USER", "ORGS"]
+

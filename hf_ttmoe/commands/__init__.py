@@ -1,0 +1,1 @@
+"""The user commands behind `scripts/*.py` and the `hf-ttmoe-*` console scripts, one module per command."""
