@@ -20,6 +20,17 @@ def _flatten(router_logits: torch.Tensor, attention_mask: torch.Tensor | None) -
     return logits[attention_mask.reshape(-1).bool()]
 
 
+def stack_router_logits(router_logits: Sequence[torch.Tensor] | torch.Tensor,
+             attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """`(L, N, E)`: every layer's router logits at the N non-padding tokens, in one tensor, so that a loss over all
+    layers is a few ops, not a few per layer (on a GPU each op is a kernel launch)."""
+    logits = router_logits if isinstance(router_logits, torch.Tensor) else torch.stack(tuple(router_logits))
+    logits = logits.reshape(logits.shape[0], -1, logits.shape[-1])  # (L, B·T, E)
+    if attention_mask is None:
+        return logits
+    return logits[:, attention_mask.reshape(-1).bool()]
+
+
 def load_balancing_loss(
     router_logits: Sequence[torch.Tensor] | torch.Tensor,
     num_experts: int,
@@ -47,20 +58,15 @@ def load_balancing_loss(
         attention_mask: `(batch, seq)`, 1 for real tokens; `None` = all tokens count.
     """
     k = top_k or 1
-    losses = []
-    for layer_logits in router_logits:
-        logits = _flatten(layer_logits, attention_mask)  # (N, E)
-        if logits.shape[0] == 0:
-            continue
-        probs = logits.float().softmax(-1)
-        chosen = probs.topk(k, dim=-1).indices  # (N, k)
-        dispatch = torch.zeros_like(probs).scatter_(-1, chosen, 1.0)  # (N, E)
-        f = dispatch.mean(0) / k
-        p = probs.mean(0)
-        losses.append(num_experts * (f * p).sum())
-    if not losses:
-        return torch.zeros((), device=router_logits[0].device)
-    return torch.stack(losses).mean()
+    logits = stack_router_logits(router_logits, attention_mask)  # (L, N, E)
+    if logits.shape[1] == 0:
+        return torch.zeros((), device=logits.device)
+    probs = logits.float().softmax(-1)
+    chosen = probs.topk(k, dim=-1).indices  # (L, N, k)
+    dispatch = torch.zeros_like(probs).scatter_(-1, chosen, 1.0)  # (L, N, E)
+    f = dispatch.mean(1) / k  # (L, E)
+    p = probs.mean(1)  # (L, E)
+    return num_experts * (f * p).sum(-1).mean()
 
 
 def router_z_loss(
@@ -70,14 +76,10 @@ def router_z_loss(
 
     Keeps router logits small, which stabilizes training. Non-padding tokens only.
     """
-    losses = []
-    for layer_logits in router_logits:
-        logits = _flatten(layer_logits, attention_mask)
-        if logits.shape[0]:
-            losses.append(torch.logsumexp(logits.float(), dim=-1).square().mean())
-    if not losses:
-        return torch.zeros((), device=router_logits[0].device)
-    return torch.stack(losses).mean()
+    logits = stack_router_logits(router_logits, attention_mask)  # (L, N, E)
+    if logits.shape[1] == 0:
+        return torch.zeros((), device=logits.device)
+    return torch.logsumexp(logits.float(), dim=-1).square().mean()
 
 
 def gate_entropy(router_logits: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -95,4 +97,4 @@ def router_loss(router_logits: torch.Tensor, task_ids: torch.Tensor, aux_loss_co
     return loss
 
 
-__all__ = ["gate_entropy", "load_balancing_loss", "router_loss", "router_z_loss"]
+__all__ = ["gate_entropy", "load_balancing_loss", "router_loss", "router_z_loss", "stack_router_logits"]

@@ -16,8 +16,8 @@ class DenseMoELoRAConfig(AdapterConfig):
         lora_alpha: each expert's update is scaled by `lora_alpha / lora_rank`. A dense gate starts near 1/E per
             expert (1/k for top-k), so under Adam the mixture's first updates are about 1/E of those of one LoRA with
             the same `alpha / rank`. `None` (default) = `2r · E` (`2r · k` for top-k), LoRA's usual `alpha = 2r`
-            with the dilution cancelled (measured in benchmarks/README.md, "Dense MoE-LoRA": alpha 8 reached 54-59% on SST-2
-            where 64 reached LoRA's accuracy, for E=8, r=4).
+            with the dilution cancelled (measured in benchmarks/README.md, "Dense MoE-LoRA": alpha 8 reached 54-59%
+            on SST-2 where 64 reached LoRA's accuracy, for E=8, r=4).
         lora_dropout: dropout on the experts' input.
         num_experts_per_tok: `None` = dense softmax over all experts; k = top-k, renormalized over the chosen k.
         router_jitter_noise: multiplicative uniform noise `[1-ε, 1+ε]` on the gate's input, in training only.

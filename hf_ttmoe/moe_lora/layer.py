@@ -21,11 +21,18 @@ def gate_weights(logits: torch.Tensor, top_k: int | None) -> torch.Tensor:
     return torch.zeros_like(probs).scatter(-1, idx, top / top.sum(-1, keepdim=True))
 
 
+def _as(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`x` in `dtype`, with no op at all when it already is (each op is a kernel launch on a GPU)."""
+    return x if x.dtype == dtype else x.to(dtype)
+
+
 class DenseMoELoRALinear(nn.Module):
     """`y = base(x) + scaling · Σ_e g_e(x) · B_e A_e x`, with `g = softmax(W_g x)` (optionally top-k).
 
     The E experts are stacked, `moelora_A: (E·r, in)` and `moelora_B: (out, E·r)`, so the mixture runs as two GEMMs:
     `h = x Aᵀ` `(tokens, E·r)`, each expert's r-slice of h scaled by its gate weight, then `h Bᵀ` (DESIGN idea 6).
+    The gate weights reach their r-slices through one small product with `expert_scale` `(E, E·r)` (row e: `scaling`
+    on expert e's r columns), so a layer is a handful of ops: on a GPU, a handful of kernel launches.
     `B = 0` at init, so the layer starts as the base layer. After each forward, the router logits are left in
     `self.router_logits` for the model to collect.
     """
@@ -56,17 +63,19 @@ class DenseMoELoRALinear(nn.Module):
             for a in self.moelora_A.data.view(num_experts, rank, -1):  # each expert's A as LoRA initializes it
                 nn.init.kaiming_uniform_(a, a=math.sqrt(5))
             nn.init.normal_(self.moelora_gate.weight, std=0.02)
+        expand = torch.eye(num_experts, **factory).repeat_interleave(rank, dim=1) * self.scaling  # (E, E·r)
+        self.register_buffer("expert_scale", expand, persistent=False)
         self.router_logits: torch.Tensor | None = None
 
     def route(self, x: torch.Tensor) -> torch.Tensor:
         """Router logits `(..., E)` for inputs `(..., in)`."""
         if self.training and self.jitter_noise > 0:
             x = x * torch.empty_like(x).uniform_(1.0 - self.jitter_noise, 1.0 + self.jitter_noise)
-        return self.moelora_gate(x.to(self.moelora_gate.weight.dtype))
+        return self.moelora_gate(_as(x, self.moelora_gate.weight.dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         result = self.base_layer(x)
-        xa = x.to(self.moelora_A.dtype)
+        xa = _as(x, self.moelora_A.dtype)
         if self.training and (self.jitter_noise > 0 or isinstance(self.dropout, nn.Dropout)):
             logits = self.route(x)  # (..., E): the gate and the experts see differently perturbed inputs
             h = F.linear(self.dropout(xa), self.moelora_A)  # (..., E·r)
@@ -74,10 +83,8 @@ class DenseMoELoRALinear(nn.Module):
             both = F.linear(xa, torch.cat([self.moelora_A, self.moelora_gate.weight]))  # (..., E·r + E)
             h, logits = both.split([self.moelora_A.shape[0], self.num_experts], dim=-1)
         self.router_logits = logits
-        weights = gate_weights(logits, self.top_k)  # (..., E)
-        scale = (weights * self.scaling).unsqueeze(-1)  # (..., E, 1): gate weight and LoRA scaling at once
-        h = (h.unflatten(-1, (self.num_experts, self.rank)) * scale).flatten(-2)  # (..., E·r)
-        return result + F.linear(h, self.moelora_B).to(result.dtype)
+        scale = gate_weights(logits, self.top_k) @ self.expert_scale  # (..., E·r): gate weight · scaling per slice
+        return result + _as(F.linear(h * scale, self.moelora_B), result.dtype)
 
     def extra_repr(self) -> str:
         return f"num_experts={self.num_experts}, rank={self.rank}, top_k={self.top_k}, scaling={self.scaling:g}"

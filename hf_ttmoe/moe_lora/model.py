@@ -11,7 +11,7 @@ from transformers.utils import ModelOutput
 from hub_cards import MoELoRACardData
 
 from ..adapter import AdapterModel
-from ..losses import gate_entropy, load_balancing_loss, router_z_loss
+from ..losses import gate_entropy, load_balancing_loss, router_z_loss, stack_router_logits
 from .config import DenseMoELoRAConfig
 from .layer import DenseMoELoRALinear
 
@@ -79,14 +79,14 @@ class DenseMoELoRAModel(AdapterModel):
         router_logits = tuple(layer.router_logits for layer in layers)  # each (B, T, E)
         for layer in layers:
             layer.router_logits = None
-        aux = load_balancing_loss(router_logits, self.config.num_experts, self.config.num_experts_per_tok,
-                                  attention_mask)
-        z = router_z_loss(router_logits, attention_mask)
+        stacked = stack_router_logits(router_logits, attention_mask)  # (L, N, E): non-padding tokens of every layer
+        aux = load_balancing_loss(stacked, self.config.num_experts, self.config.num_experts_per_tok)
+        z = router_z_loss(stacked)
         loss = None
         if labels is not None:
             loss = out.loss + self.router_aux_loss_coef * aux + self.config.router_z_loss_coef * z
         if self.training:
-            self._accumulate_stats(router_logits, attention_mask, aux)
+            self._accumulate_stats(stacked, aux)
         if output_router_logits is None:
             output_router_logits = self.config.output_router_logits
         return DenseMoELoRAOutput(
@@ -96,21 +96,20 @@ class DenseMoELoRAModel(AdapterModel):
         )
 
     @torch.no_grad()
-    def _accumulate_stats(self, router_logits, attention_mask, aux) -> None:
-        """Add this forward's routing statistics as sums (token counts, not fractions), so that sums over steps and
-        over ranks divide into exact global averages."""
+    def _accumulate_stats(self, stacked: torch.Tensor, aux: torch.Tensor) -> None:
+        """Add this forward's routing statistics (`stacked`: `(L, N, E)` router logits of the non-padding tokens) as
+        sums (token counts, not fractions), so that sums over steps and over ranks divide into exact global averages.
+        All layers at once, and one device-to-host copy."""
         num_experts, top_k = self.config.num_experts, self.config.num_experts_per_tok or 1
-        stats = {"expert_slots": torch.zeros(num_experts), "slots": torch.zeros(()), "entropy_sum": torch.zeros(()),
-                 "tokens": torch.zeros(()), "aux_loss_sum": aux.detach().float().cpu(), "forwards": torch.ones(())}
-        for logits in router_logits:
-            flat = logits.detach().reshape(-1, num_experts)  # (N, E)
-            if attention_mask is not None:
-                flat = flat[attention_mask.reshape(-1).bool()]
-            chosen = flat.topk(top_k, dim=-1).indices.reshape(-1).cpu()
-            stats["expert_slots"] += torch.bincount(chosen, minlength=num_experts).float()
-            stats["slots"] += chosen.numel()
-            stats["entropy_sum"] += gate_entropy(flat).cpu() * flat.shape[0]
-            stats["tokens"] += flat.shape[0]
+        layers, tokens, _ = stacked.shape
+        flat = stacked.detach().reshape(-1, num_experts)  # (L·N, E)
+        chosen = flat.topk(top_k, dim=-1).indices.reshape(-1)  # (L·N·k,)
+        entropy = gate_entropy(flat) * flat.shape[0] if flat.shape[0] else flat.new_zeros(())
+        sums = torch.cat([torch.bincount(chosen, minlength=num_experts).float(),
+                          torch.stack([entropy.float(), aux.detach().float()])]).cpu()
+        stats = {"expert_slots": sums[:num_experts], "slots": torch.tensor(float(chosen.numel())),
+                 "entropy_sum": sums[num_experts], "tokens": torch.tensor(float(layers * tokens)),
+                 "aux_loss_sum": sums[num_experts + 1], "forwards": torch.ones(())}
         for key, value in stats.items():
             self.routing_stats[key] = self.routing_stats.get(key, 0) + value
 
