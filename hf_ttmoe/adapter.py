@@ -9,15 +9,26 @@ so freezing, saving and counting are one rule: a name is saved iff it has the pr
 from __future__ import annotations
 
 import importlib.util
+import logging
+import numbers
 import os
 from dataclasses import field
 from typing import ClassVar
 
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, PreTrainedConfig, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    PreTrainedConfig,
+    PreTrainedModel,
+)
 
 from .architectures import default_targets, layer_index, path_in_layer
+from .io import is_local_path
 from .saved_model import SavedModel, gathered
+
+logger = logging.getLogger(__name__)
 
 TASK_TYPES = ("seq_cls", "causal_lm")
 HEAD_MODULE_NAMES = ("pre_classifier", "classifier", "score")
@@ -32,13 +43,18 @@ DEFAULT_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 def resolve_base_model(name_or_path: str, gguf_file: str | None = None) -> tuple[str, str | None]:
     """Where to load a base model from: the embedded copy of a known Hub id if its package is installed, else as given.
 
-    Packages are located with `find_spec`, never imported (some of them import optional dependencies at import).
+    Packages are located with `find_spec`, never imported (some of them import optional dependencies at import). A
+    name that can only be a local path (`hf_ttmoe.io.is_local_path`) and is no directory raises `FileNotFoundError`
+    before any Hub lookup.
     """
     if name_or_path in EMBEDDED_MODELS and not os.path.isdir(name_or_path):
         package, subdir, embedded_gguf = EMBEDDED_MODELS[name_or_path]
         spec = importlib.util.find_spec(package)
         if spec is not None and spec.submodule_search_locations:
             return os.path.join(spec.submodule_search_locations[0], subdir), gguf_file or embedded_gguf
+    if is_local_path(name_or_path) and not os.path.isdir(name_or_path):
+        raise FileNotFoundError(f"base_model_name_or_path={name_or_path!r}: no such directory (a local path; a Hub "
+                                "id is 'name' or 'namespace/name').")
     return name_or_path, gguf_file
 
 
@@ -91,13 +107,46 @@ class AdapterConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         if self.task_type not in TASK_TYPES:
             raise ValueError(f"task_type={self.task_type!r} is not supported; valid: {TASK_TYPES}.")
+        if isinstance(self.base_model_name_or_path, os.PathLike):
+            self.base_model_name_or_path = os.fspath(self.base_model_name_or_path)
+        if not isinstance(self.base_model_name_or_path, (str, type(None))):
+            raise ValueError(f"base_model_name_or_path={self.base_model_name_or_path!r} must be a Hub id or a local "
+                             "directory (a str or os.PathLike).")
         if isinstance(self.target_modules, str):
             self.target_modules = [self.target_modules]
-        if self.layers_to_transform is not None:
-            self.layers_to_transform = [int(i) for i in self.layers_to_transform]
-            if any(i < 0 for i in self.layers_to_transform):
-                raise ValueError(f"layers_to_transform={self.layers_to_transform} must be non-negative indices.")
+        self.layers_to_transform = _layer_indices(self.layers_to_transform)
+        num_labels = kwargs.get("num_labels")
+        if num_labels is not None and not _is_int(num_labels, minimum=1):
+            raise ValueError(f"num_labels={num_labels!r} must be an int >= 1 (the number of classes of the head).")
         super().__post_init__(**kwargs)
+        if self.task_type == "seq_cls" and not self.num_labels:
+            raise ValueError(f"num_labels={self.num_labels} (id2label={self.id2label}): a seq_cls model needs at "
+                             "least 1 label.")
+
+
+def _is_int(value, minimum: int) -> bool:
+    """True for an int (not a bool) >= `minimum`."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
+
+
+def _layer_indices(layers) -> list[int] | None:
+    """`layers_to_transform` as a list of ints >= 0 (one int is a list of one); anything else raises naming it."""
+    if layers is None:
+        return None
+    indices = [layers] if isinstance(layers, numbers.Integral) else layers
+    if not isinstance(indices, (list, tuple)) or not all(_is_int(i, minimum=0) for i in indices):
+        raise ValueError(f"layers_to_transform={layers!r} must be None (all layers) or a list of layer indices >= 0.")
+    return [int(i) for i in indices]
+
+
+def _head_fits(path: str, num_labels: int, **kwargs) -> bool:
+    """False when the base checkpoint at `path` already carries a classification head of another size."""
+    try:
+        base = AutoConfig.from_pretrained(path, **kwargs)
+    except (OSError, ValueError):  # the model load that follows raises the real error
+        return True
+    has_head = any(a.endswith("ForSequenceClassification") for a in base.architectures or [])
+    return not has_head or base.num_labels == num_labels
 
 
 def load_base_model(config: AdapterConfig, **kwargs) -> PreTrainedModel:
@@ -110,11 +159,19 @@ def load_base_model(config: AdapterConfig, **kwargs) -> PreTrainedModel:
     if config.base_model_revision:
         kwargs["revision"] = config.base_model_revision
     if config.task_type == "seq_cls":
+        where = {k: v for k, v in kwargs.items() if k in ("revision", "gguf_file", "token", "cache_dir")}
+        if not _head_fits(path, config.num_labels, **where):
+            # a fine-tuned classifier as the base: its head has the wrong size, ours is trained with the adapter
+            logger.warning("Base model %r carries a classification head with another number of labels than this "
+                           "model's %d: that head is replaced by a new one (ignore_mismatched_sizes=True), trained "
+                           "and saved with the adapter.", config.base_model_name_or_path, config.num_labels)
+            kwargs["ignore_mismatched_sizes"] = True
         kwargs.update(num_labels=config.num_labels, id2label=config.id2label, label2id=config.label2id)
         if config.pad_token_id is not None:
             kwargs["pad_token_id"] = config.pad_token_id
         model, info = AutoModelForSequenceClassification.from_pretrained(path, output_loading_info=True, **kwargs)
-        model._hf_ttmoe_new_modules = sorted({k.rsplit(".", 1)[0] for k in info["missing_keys"]})
+        new_keys = [*info["missing_keys"], *(k[0] if isinstance(k, tuple) else k for k in info["mismatched_keys"])]
+        model._hf_ttmoe_new_modules = sorted({k.rsplit(".", 1)[0] for k in new_keys})
         return model
     return AutoModelForCausalLM.from_pretrained(path, **kwargs)
 
@@ -135,7 +192,8 @@ class AdapterModel(SavedModel):
 
     A method subclasses it and declares `config_class`, `adapter_prefix` (every trainable adapter weight's name
     prefix), `adapter_layer_cls`, `default_targets` ("attention" or "feed_forward", see `hf_ttmoe.architectures`),
-    `supports_merge`, and implements `_make_adapter_layer(name, linear)`.
+    `supports_merge` (then its layers implement `merge()`, `unmerge()` and `check_merge()`), and implements
+    `_make_adapter_layer(name, linear)`.
     """
 
     adapter_prefix: ClassVar[str] = ""
@@ -183,6 +241,7 @@ class AdapterModel(SavedModel):
         target matches the path inside its layer exactly ("output.dense" is BERT's FFN output, not
         "attention.output.dense")."""
         targets, layers = self.config.target_modules, self.config.layers_to_transform
+        self._check_layer_indices()
 
         def matches(name: str) -> bool:
             return any(path_in_layer(name) == t if "." in t else name.rsplit(".", 1)[-1] == t for t in targets)
@@ -198,6 +257,16 @@ class AdapterModel(SavedModel):
                 f"in {type(self.model).__name__}."
             )
         return names
+
+    def _check_layer_indices(self) -> None:
+        """`layers_to_transform` must name layers the base model has; the error lists the valid range."""
+        layers = self.config.layers_to_transform or []
+        indices = {layer_index(name) for name, _ in self.model.named_modules()} - {None}
+        count = max(indices, default=-1) + 1
+        beyond = [i for i in layers if i >= count]
+        if beyond:
+            raise ValueError(f"layers_to_transform={layers}: {beyond} beyond the {count} layers of "
+                             f"{type(self.model).__name__} (valid indices: 0..{count - 1}).")
 
     def _inject_adapters(self) -> None:
         for name in self._target_names():
@@ -249,16 +318,26 @@ class AdapterModel(SavedModel):
             with gathered(layer.parameters(), modifier_rank=0):
                 getattr(layer, method)()
 
-    def merge(self) -> None:
+    def merge(self, safe_merge: bool = False) -> None:
         """Fold every adapter's ΔW into its base weight: inference then costs exactly the base model's.
 
+        While merged, each layer keeps a copy of its base weight (memory: one extra copy of every adapted weight),
+        so `unmerge()` restores the base weights bit for bit; a merged forward whose adapter weights changed since
+        (`load_adapter_state_dict`, an edit) merges them anew from that copy; training a merged model is refused.
         Under DeepSpeed ZeRO-3 the partitioned weights are gathered, merged on rank 0 and re-partitioned: call it on
         every rank.
+
+        Args:
+            safe_merge: first compute every merged weight and check that it is finite; on NaN or inf raise
+                `ValueError` naming the layer, with nothing merged (as PEFT's `safe_merge`). Costs a second ΔW per
+                layer.
         """
+        if safe_merge:
+            self._merge_all("check_merge")
         self._merge_all("merge")
 
     def unmerge(self) -> None:
-        """Subtract the folded ΔW again, restoring the base weights (on every rank under ZeRO-3, as `merge`)."""
+        """Put back the base weights kept by `merge`, exactly (on every rank under ZeRO-3, as `merge`)."""
         self._merge_all("unmerge")
 
     # ----- what is trained and saved -----

@@ -2,17 +2,15 @@
 
 A model class declares what it saves (`is_saved_key`), what its card says (`card_data_class`, `fill_card_data`) and
 what must reach the Hub before it (`push_dependencies`); this module does the rest the same way for all of them:
-`config.json` + `model.safetensors` written atomically, read back checked (locally or pulled from the Hub at a
-revision), pushed in one commit with a model card merged into the README already there.
+`config.json` + `model.safetensors` written atomically and bound to each other by digests, read back checked (locally
+or pulled from the Hub at a revision), pushed in one commit with a model card merged into the README already there.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import tempfile
-from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -25,14 +23,17 @@ from hub_cards import HubCardData
 from ._version import __version__
 from .io import (
     CONFIG_NAME,
+    WEIGHTS_DIGEST_KEY,
     WEIGHTS_NAME,
-    atomic_write,
+    ExpertNotFoundError,
     fetch_readme,
     hub_api,
+    is_local_path,
     prepare_repo,
     pull,
-    read_weights,
+    read_model_files,
     write_model_card,
+    write_model_files,
 )
 
 
@@ -148,7 +149,8 @@ class SavedModel(PreTrainedModel):
         push_to_hub: bool = False,
         **kwargs,
     ):
-        """Write `config.json` and `model.safetensors` (only the saved weights), each atomically."""
+        """Write `model.safetensors` (only the saved weights), then `config.json`, each atomically and each recording
+        the other's digest (`hf_ttmoe.io.write_model_files`): a loader can tell a pair that was not saved together."""
         if os.path.isfile(save_directory):
             raise ValueError(f"save_directory={str(save_directory)!r} is a file; give a directory.")
         os.makedirs(save_directory, exist_ok=True)
@@ -163,9 +165,8 @@ class SavedModel(PreTrainedModel):
         if not is_main_process:
             return
         self.config.architectures = [type(self).__name__]
-        config_json = json.dumps(self.config_to_save(save_directory), indent=2, sort_keys=True) + "\n"
-        atomic_write(Path(save_directory, WEIGHTS_NAME), lambda p: save_file(tensors, p, metadata={"format": "pt"}))
-        atomic_write(Path(save_directory, CONFIG_NAME), lambda p: Path(p).write_text(config_json))
+        write_model_files(save_directory, self.config_to_save(save_directory),
+                          lambda path, metadata: save_file(tensors, path, metadata=metadata))
         if push_to_hub:
             return self.push_to_hub(kwargs.pop("repo_id", str(save_directory)), **kwargs)
 
@@ -190,8 +191,8 @@ class SavedModel(PreTrainedModel):
         """Load a saved model: rebuild what its config names (or wrap `base_model`), then load the saved weights.
 
         Works on a local directory or a Hub repo id (`revision`, `token`, `cache_dir`, `local_files_only`,
-        `HF_HUB_OFFLINE=1`); Hub files are pulled into the cache and checked (`hf_ttmoe.io.pull`), errors name the
-        repo.
+        `HF_HUB_OFFLINE=1`); Hub files are pulled into the cache and checked (`hf_ttmoe.io.pull`). Either way the
+        config and weights must have been saved together (`hf_ttmoe.io.read_model_files`). Errors name the model.
         """
         path = str(pretrained_model_name_or_path)
         owner = cls._owner(path)
@@ -199,15 +200,19 @@ class SavedModel(PreTrainedModel):
         local = os.path.isdir(path)
         if local:
             directory, source = path, path
-            for name in (CONFIG_NAME, WEIGHTS_NAME):
-                if not os.path.isfile(os.path.join(path, name)):
-                    raise FileNotFoundError(f"{path!r} has no {name}: it is not a saved hf_ttmoe model.")
+        elif is_local_path(path):
+            raise ExpertNotFoundError(f"{owner}: no such directory (a Hub repo id is 'name' or 'namespace/name').")
         else:
             directory, commit = pull(path, (CONFIG_NAME, WEIGHTS_NAME), revision, owner=owner, **hub)
             source = f"{path}@{commit[:10]}"
+        saved_config, tensors = read_model_files(directory, owner)
+        if saved_config.get("model_type", cls.config_class.model_type) != cls.config_class.model_type:
+            raise ValueError(f"{owner} is a saved {saved_config.get('model_type')!r} model, not a "
+                             f"{cls.config_class.model_type!r} one: load it with its own class (or AutoModel).")
         if config is None:
-            config = cls.config_class.from_pretrained(directory)
-        tensors = read_weights(os.path.join(directory, WEIGHTS_NAME), owner)
+            config = cls.config_class.from_dict(saved_config)
+        elif hasattr(config, WEIGHTS_DIGEST_KEY):  # read by AutoConfig from config.json: not part of the live config
+            delattr(config, WEIGHTS_DIGEST_KEY)
         model = cls._from_saved_config(config, base_model, directory if local else None, **hub)
         model.load_saved_state_dict(tensors, source=f"{source}/{WEIGHTS_NAME}")
         return model.eval()

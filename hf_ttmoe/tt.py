@@ -24,6 +24,8 @@ __all__ = [
     "cheapest_modes",
     "tt_layout",
     "tt_ranks",
+    "full_tt_ranks",
+    "fit_tt_ranks",
     "tt_num_params",
     "init_tt_cores",
     "split_index",
@@ -156,6 +158,26 @@ def tt_ranks(num_cores: int, rank: int | Sequence[int]) -> list[int]:
     return ranks
 
 
+def full_tt_ranks(modes: Sequence[int]) -> list[int]:
+    """The largest useful rank of each bond of a chain, `[1, …, 1]`: bond j splits the matrix's entries into the
+    modes before and after it, and that unfolding has rank at most `min(∏ modes[:j], ∏ modes[j:])`. A higher rank
+    adds parameters, never expressiveness (TT-SVD is exact at these ranks).
+
+    >>> full_tt_ranks([16, 2, 2, 16])
+    [1, 16, 32, 16, 1]
+    """
+    return [min(math.prod(modes[:j]), math.prod(modes[j:])) for j in range(len(modes) + 1)]
+
+
+def fit_tt_ranks(modes: Sequence[int], rank: int | Sequence[int]) -> list[int]:
+    """`tt_ranks(len(modes), rank)` with each bond clipped to its full rank (`full_tt_ranks`).
+
+    >>> fit_tt_ranks([2, 4, 4, 2], 8)
+    [1, 2, 8, 2, 1]
+    """
+    return [min(r, f) for r, f in zip(tt_ranks(len(modes), rank), full_tt_ranks(modes))]
+
+
 def tt_num_params(modes: Sequence[int], ranks: Sequence[int]) -> int:
     """Number of entries in the cores of a chain with these modes and full rank list."""
     return sum(ranks[j] * n * ranks[j + 1] for j, n in enumerate(modes))
@@ -195,11 +217,13 @@ def init_tt_cores(
 
 
 def _chain(cores: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Contract a chain left to right into a `(r_0 · n_1 · … · n_j, r_j)` matrix."""
-    out = cores[0].reshape(-1, cores[0].shape[-1])  # (r_0·n_1, r_1)
+    """Contract a chain left to right into a `(..., r_0 · n_1 · … · n_j, r_j)` matrix. Cores may carry leading batch
+    dimensions `(..., r, n, s)`: a stack of chains of one layout contracts in the same few ops as one chain."""
+    first = cores[0]
+    out = first.reshape(*first.shape[:-3], -1, first.shape[-1])  # (..., r_0·n_1, r_1)
     for core in cores[1:]:
-        r, n, s = core.shape
-        out = (out @ core.reshape(r, n * s)).reshape(-1, s)  # (P·n, s)
+        r, n, s = core.shape[-3:]
+        out = (out @ core.reshape(*core.shape[:-3], r, n * s)).reshape(*out.shape[:-2], -1, s)  # (..., P·n, s)
     return out
 
 
@@ -213,13 +237,19 @@ def split_index(modes: Sequence[int], in_features: int) -> int | None:
 
 
 def tt_factors(cores: Sequence[torch.Tensor], num_in_modes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The exact factors `U: (out, r)`, `V: (r, in)` with `ΔW = U @ V`; `r` is the rank at the in/out boundary."""
-    v = _chain(cores[:num_in_modes]).T  # (r, in)
+    """The exact factors `U: (out, r)`, `V: (r, in)` with `ΔW = U @ V`; `r` is the rank at the in/out boundary.
+
+    Cores with leading batch dimensions `(..., r, n, s)` (several layers of one layout, stacked) give stacked factors
+    `(..., out, r)`, `(..., r, in)`.
+    """
+    v = _chain(cores[:num_in_modes]).transpose(-1, -2)  # (..., r, in)
     head = cores[num_in_modes]
-    r = head.shape[0]
-    u = _chain([head.reshape(1, r * head.shape[1], head.shape[2]), *cores[num_in_modes + 1 :]])  # (r·out, 1)
+    r = head.shape[-3]
+    batch = head.shape[:-3]
+    head = head.reshape(*batch, 1, r * head.shape[-2], head.shape[-1])
+    u = _chain([head, *cores[num_in_modes + 1 :]])  # (..., r·out, 1)
     # rows of `u` are ordered (boundary rank, o_1, …, o_k): split off the boundary rank
-    return u.reshape(r, -1).T, v  # (out, r), (r, in)
+    return u.reshape(*batch, r, -1).transpose(-1, -2), v  # (..., out, r), (..., r, in)
 
 
 def tt_to_matrix(cores: Sequence[torch.Tensor], num_in_modes: int) -> torch.Tensor:

@@ -144,6 +144,33 @@ def test_three_paths_agree_on_outputs_and_core_gradients(seed):
             assert rel_err(g_path, g_ref) <= TOL, name
 
 
+@pytest.mark.parametrize("seed", CASES)
+def test_stacked_chains_give_each_layers_factors_and_core_gradients(seed):
+    """Factors of L stacked chains of one layout (one batched contraction) equal each chain's own, and so do the
+    gradients reaching each chain's cores through them."""
+    in_modes, out_modes, _ = random_case(seed)
+    m, layers = len(in_modes), 3
+    stacks = [torch.stack([random_case(seed)[2][j] * (i + 1) for i in range(layers)]) for j in range(len(in_modes) +
+                                                                                                    len(out_modes))]
+    g = torch.Generator().manual_seed(200 + seed)
+    weights_u = torch.randn(layers, math.prod(out_modes), stacks[m].shape[1], generator=g)
+    weights_v = torch.randn(layers, stacks[m].shape[1], math.prod(in_modes), generator=g)
+
+    def loss(u, v):
+        return (u * weights_u).sum() + (v * weights_v).sum()
+
+    batched = [c.clone().requires_grad_(True) for c in stacks]
+    u, v = tt.tt_factors(batched, m)  # (L, out, r), (L, r, in)
+    loss(u, v).backward()
+    for i in range(layers):
+        own = [c[i].clone().requires_grad_(True) for c in stacks]
+        u_i, v_i = tt.tt_factors(own, m)
+        (((u_i * weights_u[i]).sum()) + (v_i * weights_v[i]).sum()).backward()
+        assert rel_err(u[i].detach(), u_i.detach()) <= TOL and rel_err(v[i].detach(), v_i.detach()) <= TOL
+        for core_batched, core_own in zip(batched, own):
+            assert rel_err(core_batched.grad[i], core_own.grad) <= TOL
+
+
 def test_init_gives_zero_delta_and_gradients_still_flow():
     in_modes, out_modes = [4, 3], [2, 5]
     ranks = tt.tt_ranks(4, 3)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import field
 
 from ..adapter import AdapterConfig
@@ -13,10 +15,13 @@ class TTLoRAConfig(AdapterConfig):
     """Configuration of a TT-LoRA expert: ΔW of each target linear factorized as a tensor train.
 
     Args:
-        tt_rank: TT rank, one int for every bond or a list of inner ranks.
-        alpha: ΔW is scaled by `alpha / r`, `r` the rank at the input/output boundary (LoRA's `alpha / r`).
+        tt_rank: TT rank, one int for every bond or a list of inner ranks. A bond's rank above what its layout allows
+            (its full TT rank) is clipped with a warning; one that would give a layer more parameters than its dense
+            ΔW is refused (`TTLoRALinear`).
+        alpha: ΔW is scaled by `alpha / r`, `r` the rank at the input/output boundary (LoRA's `alpha / r`); > 0.
         tt_shapes: per target module name, `[in_modes, out_modes]`, e.g. `{"q_proj": [[16, 8, 4, 4], [4, 4, 8, 16]]}`;
-            modules not listed are factorized automatically (balanced modes, cheapest chain order).
+            modules not listed are factorized automatically (balanced modes, cheapest chain order). A name that is no
+            adapted module is refused when the model is built.
         forward_impl: "factors" (build U, V from the cores, two skinny GEMMs), "contraction" (chain of einsums over
             the batch, ΔW never formed) or "reconstruction" (form ΔW). All three give the same result.
         dropout: dropout on the adapter's input.
@@ -35,11 +40,17 @@ class TTLoRAConfig(AdapterConfig):
     def __post_init__(self, **kwargs):
         if self.forward_impl not in FORWARD_IMPLS:
             raise ValueError(f"forward_impl={self.forward_impl!r} is not one of {FORWARD_IMPLS}.")
-        ranks = [self.tt_rank] if isinstance(self.tt_rank, int) else list(self.tt_rank)
-        if not ranks or any(not isinstance(r, int) or r < 1 for r in ranks):
+        ranks = list(self.tt_rank) if isinstance(self.tt_rank, (list, tuple)) else [self.tt_rank]
+        if not ranks or any(not isinstance(r, numbers.Integral) or isinstance(r, bool) or r < 1 for r in ranks):
             raise ValueError(f"tt_rank={self.tt_rank!r} must be a positive int or a list of positive ints.")
+        self.tt_rank = [int(r) for r in ranks] if isinstance(self.tt_rank, (list, tuple)) else int(self.tt_rank)
+        alpha = self.alpha
+        if not isinstance(alpha, numbers.Real) or isinstance(alpha, bool) or not math.isfinite(alpha) or alpha <= 0:
+            raise ValueError(f"alpha={alpha!r} must be a finite number > 0 (ΔW is scaled by alpha / rank).")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout} must be in [0, 1).")
+        if self.tt_shapes is not None and not isinstance(self.tt_shapes, dict):
+            raise ValueError(f"tt_shapes={self.tt_shapes!r} must be a dict {{module name: [in_modes, out_modes]}}.")
         for name, shape in (self.tt_shapes or {}).items():
             if not (isinstance(shape, (list, tuple)) and len(shape) == 2):
                 raise ValueError(f"tt_shapes[{name!r}]={shape!r} must be [in_modes, out_modes].")

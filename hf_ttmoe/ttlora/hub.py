@@ -15,12 +15,11 @@ from .. import tt
 from ..io import (
     MODEL_FILES,
     README_NAME,
-    WEIGHTS_NAME,
     fetch_readme,
     hub_api,
     hub_commit_with,
     prepare_repo,
-    read_weights,
+    read_model_files,
 )
 from ..saved_model import base_card_facts
 from .config import TTLoRAConfig
@@ -93,13 +92,13 @@ def push_expert_dir(directory: str | os.PathLike, repo_id: str, *, in_features: 
         The sha of the commit holding the files.
     """
     directory = str(directory)
+    saved_config, tensors = read_model_files(directory, f"Expert {directory!r}")  # a damaged folder is not pushed
+    config = TTLoRAConfig.from_dict(saved_config)
     api = hub_api(token)
     repo_id = prepare_repo(api, repo_id, private, revision)
     existing = hub_commit_with(api, repo_id, directory, revision)
     if existing is not None:
         return existing
-    config = TTLoRAConfig.from_pretrained(directory)
-    tensors = read_weights(os.path.join(directory, WEIGHTS_NAME), f"Expert {directory!r}")
     card = render_card(expert_facts(ExpertCardData(model_id=repo_id), config, tensors, in_features, repo_id))
     readme = Path(directory, README_NAME)
     if readme.is_file():  # its body stays (it may hold training facts); its metadata gets ours

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -11,6 +13,8 @@ from .. import tt
 CPU_RANK_MULTIPLE = 16
 CORE_TAG = ".ttlora_cores."  # saved names: "<module path>.ttlora_cores.<j>"
 
+logger = logging.getLogger(__name__)
+
 
 class TTLoRALinear(nn.Module):
     """`y = base(x) + scaling · x ΔWᵀ`, ΔW a tensor train of cores `ttlora_cores`.
@@ -18,9 +22,13 @@ class TTLoRALinear(nn.Module):
     Args:
         base_layer: the frozen linear layer.
         in_modes / out_modes: the TT layout (see `hf_ttmoe.tt`); `None` = automatic.
-        tt_rank: int or list of inner ranks.
+        tt_rank: int or list of inner ranks. A bond's rank above its full TT rank (`tt.full_tt_ranks`) is clipped to
+            it, with a warning naming the layer; a chain that would still hold more parameters than the dense ΔW is
+            refused before anything is allocated.
         alpha: scaling numerator; `scaling = alpha / r_boundary`.
         forward_impl: "factors", "contraction" or "reconstruction".
+        dropout: dropout on the adapter's input.
+        name: how warnings and errors name the layer (its module path).
     """
 
     def __init__(
@@ -32,14 +40,16 @@ class TTLoRALinear(nn.Module):
         alpha: float = 16.0,
         forward_impl: str = "factors",
         dropout: float = 0.0,
+        name: str | None = None,
     ):
         super().__init__()
         self.base_layer = base_layer
+        self.name = name or f"TT-LoRA layer {base_layer.out_features}x{base_layer.in_features}"
         self.in_modes, self.out_modes = tt.tt_layout(
             base_layer.in_features, base_layer.out_features, in_modes, out_modes,
             rank=tt_rank if isinstance(tt_rank, int) else max(tt_rank),
         )
-        self.ranks = tt.tt_ranks(len(self.in_modes) + len(self.out_modes), tt_rank)
+        self.ranks = self._fit_ranks(tt_rank)
         self.scaling = alpha / self.ranks[len(self.in_modes)]
         self.forward_impl = forward_impl
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -48,7 +58,23 @@ class TTLoRALinear(nn.Module):
         cores = tt.init_tt_cores(self.in_modes, self.out_modes, self.ranks, device=weight.device, dtype=dtype)
         self.ttlora_cores = nn.ParameterList([nn.Parameter(c) for c in cores])
         self.merged = False
+        self._unmerged_weight: torch.Tensor | None = None  # while merged: the base weight as it was before
+        self._merged_cores: tuple | None = None  # while merged: `_cores_state()` the merged weight was built from
         self._factor_cache: tuple | None = None  # (cores, versions, U·scaling, V) for forwards without gradient
+
+    def _fit_ranks(self, tt_rank: int | list[int]) -> list[int]:
+        """The chain's full rank list: `tt_rank` clipped to each bond's full rank (warning), refused when the chain
+        would hold more parameters than the dense ΔW (checked before any allocation)."""
+        modes = [*self.in_modes, *self.out_modes]
+        requested, ranks = tt.tt_ranks(len(modes), tt_rank), tt.fit_tt_ranks(modes, tt_rank)
+        if ranks != requested:
+            logger.warning("%s: tt_rank=%s exceeds the full TT rank %s of its layout %s|%s: clipped to %s.",
+                           self.name, tt_rank, tt.full_tt_ranks(modes), self.in_modes, self.out_modes, ranks)
+        params, dense = tt.tt_num_params(modes, ranks), self.base_layer.in_features * self.base_layer.out_features
+        if params > dense:
+            raise ValueError(f"tt_rank={tt_rank!r} gives {self.name} {params:,} TT parameters (ranks {ranks}), more "
+                             f"than its dense ΔW's {dense:,}: that is no low-rank update. Use a smaller tt_rank.")
+        return ranks
 
     @property
     def num_in_modes(self) -> int:
@@ -103,24 +129,76 @@ class TTLoRALinear(nn.Module):
         return F.linear(x, self.delta_weight())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        result = self.base_layer(x)
         if self.merged:
-            return result
+            self._check_merged()
+            return self.base_layer(x)
+        result = self.base_layer(x)
         return result + self.adapter_forward(x).to(result.dtype)
 
+    # ----- merging -----
+
+    def _cores_state(self) -> tuple | None:
+        """Where the cores live and their in-place versions, which optimizer steps, `copy_` and `load_state_dict`
+        bump (None under ZeRO-3 partitioning, where both change with every gather)."""
+        cores = list(self.ttlora_cores)
+        if any(hasattr(c, "ds_id") for c in cores):
+            return None
+        return tuple((c.data_ptr(), c._version, c.dtype) for c in cores)
+
     @torch.no_grad()
-    def merge(self) -> None:
-        if not self.merged:
-            weight = self.base_layer.weight
-            weight.add_(self.delta_weight().to(weight.dtype))
-            self.merged = True
+    def merged_weight(self) -> torch.Tensor:
+        """The unmerged base weight plus `scaling · ΔW`, added in float32 and rounded once to the weight's dtype."""
+        base = self._unmerged_weight if self.merged else self.base_layer.weight
+        delta = self.scaling * tt.tt_to_matrix([c.float() for c in self.ttlora_cores], self.num_in_modes)
+        return (base.float() + delta.to(base.device)).to(self.base_layer.weight.dtype)
+
+    @torch.no_grad()
+    def check_merge(self, merged: torch.Tensor | None = None) -> None:
+        """Raise `ValueError` naming this layer when merging would write NaN or inf into its weight."""
+        merged = self.merged_weight() if merged is None else merged
+        if not torch.isfinite(merged).all():
+            raise ValueError(f"{self.name}: merging would write non-finite values (NaN or inf) into the base weight; "
+                             "check the adapter weights. Nothing was merged.")
+
+    @torch.no_grad()
+    def merge(self, safe_merge: bool = False) -> None:
+        """Fold `scaling · ΔW` into the base weight (merging a merged layer does nothing).
+
+        A copy of the base weight is kept while merged, on its device, so that `unmerge` puts it back bit for bit:
+        exactness for the memory of one extra weight. Subtracting ΔW again would be neither exact in floating point
+        nor right once the adapter changed while merged.
+
+        Args:
+            safe_merge: check the merged weight for NaN / inf first and raise `ValueError` instead of writing it.
+        """
+        if self.merged:
+            return
+        merged = self.merged_weight()
+        if safe_merge:
+            self.check_merge(merged)
+        self._unmerged_weight = self.base_layer.weight.detach().clone()
+        self.base_layer.weight.copy_(merged)
+        self._merged_cores, self.merged = self._cores_state(), True
 
     @torch.no_grad()
     def unmerge(self) -> None:
+        """Put back the base weight kept by `merge`, exactly as it was."""
         if self.merged:
-            weight = self.base_layer.weight
-            weight.sub_(self.delta_weight().to(weight.dtype))
+            self.base_layer.weight.copy_(self._unmerged_weight)
+            self._unmerged_weight = self._merged_cores = None
             self.merged = False
+
+    def _check_merged(self) -> None:
+        """Before a merged forward: refuse training; if the cores changed since merging, merge them anew from the
+        kept base weight, so the output is always the current adapter's."""
+        if self.training and torch.is_grad_enabled() and any(c.requires_grad for c in self.ttlora_cores):
+            raise RuntimeError(f"{self.name} is merged: training it would train nothing (ΔW is folded into the frozen "
+                               "base weight). Call model.unmerge() before training, model.merge() after.")
+        state = self._cores_state()
+        if state != self._merged_cores:
+            with torch.no_grad():
+                self.base_layer.weight.copy_(self.merged_weight())
+            self._merged_cores = state
 
     def extra_repr(self) -> str:
         return (f"in_modes={self.in_modes}, out_modes={self.out_modes}, ranks={self.ranks}, "

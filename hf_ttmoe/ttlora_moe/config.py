@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import field
 
 from transformers import PreTrainedConfig
@@ -51,6 +52,8 @@ class TTLoRAMoEConfig(PreTrainedConfig):
         for expert in self.experts:
             if not isinstance(expert, dict) or "repo_id" not in expert:
                 raise ValueError(f"expert entry {expert!r} must be a dict with a 'repo_id' (and 'revision', 'task').")
+            if isinstance(expert["repo_id"], os.PathLike):  # stored as str, so the config stays JSON
+                expert["repo_id"] = os.fspath(expert["repo_id"])
         super().__post_init__(**kwargs)
 
     @property

@@ -3,12 +3,10 @@ for compatibility, and their exact TT factors stacked."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -17,12 +15,12 @@ from .. import tt
 from ..io import (
     CONFIG_NAME,
     MODEL_FILES,
-    WEIGHTS_NAME,
     CorruptExpertError,
     ExpertNotFoundError,
     IncompatibleExpertError,
+    is_local_path,
     pull,
-    read_weights,
+    read_model_files,
 )
 from ..ttlora.config import TTLoRAConfig
 from ..ttlora.layer import CORE_TAG
@@ -73,7 +71,7 @@ def local_expert_dir(repo_id: str, root: str | None = None) -> str | None:
     for candidate in (repo_id, os.path.join(root, repo_id) if root else None):
         if candidate and os.path.isdir(candidate):
             return candidate
-    if os.path.isabs(repo_id) or repo_id.startswith(".") or repo_id.count("/") > 1:
+    if is_local_path(repo_id):
         where = f" (nor relative to {root!r})" if root else ""
         raise ExpertNotFoundError(f"Expert {repo_id!r}: no such directory{where}.", repo_id)
     return None
@@ -82,7 +80,10 @@ def local_expert_dir(repo_id: str, root: str | None = None) -> str | None:
 def load_expert(entry: dict, root: str | None = None, **hub_kwargs) -> Expert:
     """Read one expert (`{repo_id, revision, task}`) from a local directory or the Hub (pinned to `revision`).
 
-    No model is built; `hub_kwargs` (`token`, `cache_dir`, `local_files_only`) go to `pull`. Errors name the expert.
+    No model is built, but the folder gets the checks `TTLoRAModel.from_pretrained` gives it: the same
+    `read_model_files` (both files, whole, saved together, bytes unchanged), and cores whose ranks are those its
+    config gives (`check_cores_fit_config`). `hub_kwargs` (`token`, `cache_dir`, `local_files_only`) go to `pull`.
+    Errors name the expert.
     """
     repo_id, revision = entry["repo_id"], entry.get("revision")
     path = local_expert_dir(repo_id, root)
@@ -90,18 +91,34 @@ def load_expert(entry: dict, root: str | None = None, **hub_kwargs) -> Expert:
     owner = f"Expert {repo_id!r}" + (f" (revision {revision})" if revision and not local else "")
     if not local:
         path, revision = pull(repo_id, MODEL_FILES, revision, owner=owner, **hub_kwargs)
-    for name in MODEL_FILES:
-        if not os.path.isfile(os.path.join(path, name)):
-            raise ExpertNotFoundError(f"{owner}: {path!r} has no {name}; it is not a saved hf_ttmoe model.", repo_id)
+    saved_config, tensors = read_model_files(path, owner, repo_id, revision)
+    if saved_config.get("model_type") != TTLoRAConfig.model_type:
+        raise IncompatibleExpertError(f"{owner} is a {saved_config.get('model_type')!r} model, not a TT-LoRA expert.")
     try:
-        config = TTLoRAConfig.from_dict(json.loads(Path(path, CONFIG_NAME).read_text()))
-    except (json.JSONDecodeError, ValueError, TypeError) as err:
+        config = TTLoRAConfig.from_dict(saved_config)
+    except (ValueError, TypeError) as err:
         raise CorruptExpertError(f"{owner}: {CONFIG_NAME} cannot be read: {err}", repo_id, revision) from err
-    if config.model_type != "ttlora":
-        raise IncompatibleExpertError(f"{owner} is a {config.model_type!r} model, not a TT-LoRA expert.")
-    tensors = read_weights(os.path.join(path, WEIGHTS_NAME), owner)
     task = entry.get("task") or config.task or repo_id
-    return Expert(repo_id, revision, task, path, config, tensors, local=local)
+    expert = Expert(repo_id, revision, task, path, config, tensors, local=local)
+    check_cores_fit_config(expert, owner)
+    return expert
+
+
+def check_cores_fit_config(expert: Expert, owner: str) -> None:
+    """Each adapted module's cores must have the ranks its config's `tt_rank` gives (clipped as `TTLoRALinear`
+    clips them), as building the expert with `TTLoRAModel.from_pretrained` requires: a `tt_rank` edited in a
+    config saved without digests is refused here too."""
+    for module in expert.modules():
+        cores = expert.cores(module)
+        have = [c.shape[0] for c in cores] + [cores[-1].shape[2]]
+        try:
+            want = tt.fit_tt_ranks([c.shape[1] for c in cores], expert.config.tt_rank)
+        except ValueError as err:
+            want = str(err)
+        if have != want:
+            raise IncompatibleExpertError(
+                f"{owner}: the cores of {module} have TT ranks {have}, but its config's tt_rank="
+                f"{expert.config.tt_rank!r} gives {want}: {CONFIG_NAME} does not describe these weights.")
 
 
 def load_experts(entries: list[dict], root: str | None = None, max_workers: int = 8, **hub_kwargs) -> list[Expert]:
@@ -182,4 +199,5 @@ def stacked_factors(experts: list[Expert], module: str, in_features: int, out_fe
     return u, v
 
 
-__all__ = ["Expert", "check_compatible", "load_expert", "load_experts", "local_expert_dir", "stacked_factors"]
+__all__ = ["Expert", "check_compatible", "check_cores_fit_config", "load_expert", "load_experts", "local_expert_dir",
+           "stacked_factors"]

@@ -8,6 +8,7 @@ nothing extra; otherwise the prefix is run once without adapters to route, then 
 
 from __future__ import annotations
 
+import numbers
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -104,33 +105,50 @@ class TTLoRAMoEModel(SavedModel):
                 f"base_model has architecture {base_signature(base_model.config)}, but the experts (e.g. "
                 f"{experts[0].repo_id!r}) were trained on {first.base_model_signature}.")
         self.model = base_model.requires_grad_(False)
-        embeddings, layers = find_layers(base_model)
-        self._inject(experts)
-        self.num_hidden_layers = len(layers)
+        self.num_hidden_layers = len(find_layers(base_model)[1])
         if config.router_layer > self.num_hidden_layers:
             raise ValueError(f"router_layer={config.router_layer} exceeds the base model's "
                              f"{self.num_hidden_layers} layers (valid: 0..{self.num_hidden_layers}).")
+        self._attach(experts)
+        self._given_away = False  # set when add_expert / remove_expert hand the base to a new model
         self.pooling = config.pooling or ("mean" if is_encoder(first.base_model_signature["model_type"]) else "last")
         self.router = Router(base_model.config.hidden_size, len(experts), config.router_type,
                              hidden_size=config.router_hidden_size, noisy_gating=config.noisy_gating)
         adapted = [layer_index(n) for n, _ in self.mixed_layers()]
         # layers below router_layer that experts adapt must run again with the experts after routing
         self.rerun_prefix = any(i is not None and i < config.router_layer for i in adapted)
-        feature_module = embeddings if config.router_layer == 0 else layers[config.router_layer - 1]
-        self._hook = feature_module.register_forward_hook(self._routing_hook)
         self._routing: dict = {}
         self.post_init()
 
     # ----- construction -----
 
+    def _attach(self, experts: list[Expert]) -> None:
+        """Swap the experts' mixed layers and head into the base model and hook the router's input module."""
+        self._inject(experts)
+        self._hook_router_input()
+
+    def _hook_router_input(self) -> None:
+        embeddings, layers = find_layers(self.model)
+        k = self.config.router_layer
+        self._hook = (embeddings if k == 0 else layers[k - 1]).register_forward_hook(self._routing_hook)
+
+    def _set_module(self, name: str, module: nn.Module) -> None:
+        """Put `module` at path `name` of the base model."""
+        parent_name, _, child = name.rpartition(".")
+        setattr(self.model.get_submodule(parent_name) if parent_name else self.model, child, module)
+
     def _inject(self, experts: list[Expert]) -> None:
+        """Every expert's factors are stacked (which checks they fit) before the first layer is swapped."""
+        swaps = []
         for module in experts[0].modules():
-            name = module.removeprefix("model.")
-            parent_name, _, child = name.rpartition(".")
+            parent_name, _, child = module.removeprefix("model.").rpartition(".")
             parent = self.model.get_submodule(parent_name)
             linear = getattr(parent, child)
             u, v = stacked_factors(experts, module, linear.in_features, linear.out_features)
-            setattr(parent, child, MixedTTLoRALinear(linear, u, v))
+            swaps.append((parent, child, MixedTTLoRALinear(linear, u.to(linear.weight.device),
+                                                           v.to(linear.weight.device))))
+        for parent, child, layer in swaps:
+            setattr(parent, child, layer)
         head_name = experts[0].config.modules_to_save[0]
         head = self.model.get_submodule(head_name)
         c_max, hidden = max(e.num_labels for e in experts), head.in_features
@@ -142,8 +160,9 @@ class TTLoRAMoEModel(SavedModel):
                 bias[i, : e.num_labels] = e.tensors[f"model.{head_name}.bias"]
         num_labels = torch.tensor([e.num_labels for e in experts])
         parent_name, _, child = head_name.rpartition(".")
+        to = {"dtype": head.weight.dtype, "device": head.weight.device}
         setattr(self.model.get_submodule(parent_name) if parent_name else self.model, child,
-                MixedHead(weight.to(head.weight.dtype), bias.to(head.weight.dtype), num_labels))
+                MixedHead(weight.to(**to), bias.to(**to), num_labels.to(head.weight.device)))
         self._original_head = (head_name, head)
 
     def init_weights(self):
@@ -189,8 +208,36 @@ class TTLoRAMoEModel(SavedModel):
         finally:
             self._routing["active"] = False
 
+    def _check_current(self) -> None:
+        """Refuse every call once `add_expert` / `remove_expert` gave this model's base to a new model."""
+        if self._given_away:
+            raise RuntimeError(
+                "This TTLoRAMoEModel gave its base model to the model add_expert() / remove_expert() returned (the "
+                "base is shared, not copied, and now carries that model's expert layers): use the returned model.")
+
+    def _expert_ids(self, name: str, value, batch: int, device: torch.device) -> torch.Tensor:
+        """`value` (a tensor or list of ints, one per row) as a `(B,)` long tensor; anything else raises an error
+        naming `name` and what is valid."""
+        num = len(self.tasks)
+        valid = f"one expert id per row: {batch} ints in 0..{num - 1}, as a tensor or a list"
+        if isinstance(value, (list, tuple)):
+            if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value):
+                raise TypeError(f"{name}={value!r} must be {valid}.")
+            value = torch.tensor(value, dtype=torch.long)
+        if not isinstance(value, torch.Tensor) or value.dtype.is_floating_point or value.dtype.is_complex \
+                or value.dtype == torch.bool:
+            raise TypeError(f"{name} must be {valid}; got {type(value).__name__} {getattr(value, 'dtype', '')}.")
+        if value.dim() != 1 or value.shape[0] != batch:
+            raise ValueError(f"{name} has shape {tuple(value.shape)}, not ({batch},): it must be {valid}.")
+        bad = value[(value < 0) | (value >= num)]
+        if bad.numel():
+            raise ValueError(f"{name} holds {bad.unique().tolist()}, outside 0..{num - 1}: there are {num} experts "
+                             f"{self.tasks} (no negative ids: -1 does not mean the last expert).")
+        return value.to(device=device, dtype=torch.long)
+
     def router_features(self, input_ids=None, attention_mask=None, **kwargs) -> torch.Tensor:
         """Pooled base hidden states after `router_layer`, `(B, H)`; runs only the prefix, adapters off."""
+        self._check_current()
         mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
         self._set_experts(None)
         self._run({"input_ids": input_ids, "attention_mask": mask, **kwargs}, mask, stop=True)
@@ -201,9 +248,15 @@ class TTLoRAMoEModel(SavedModel):
         """Route each row to one expert (or use `expert_index` given by hand) and classify it with that expert.
 
         With `task_ids` (the row's true expert) the router's cross-entropy is the loss; a training forward with
-        `task_ids` only runs the prefix the router needs.
+        `task_ids` only runs the prefix the router needs. `expert_index` and `task_ids` hold one id in
+        `0..num_experts - 1` per row (a tensor or a list); anything else raises an error naming them.
         """
+        self._check_current()
         mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+        if expert_index is not None:
+            expert_index = self._expert_ids("expert_index", expert_index, mask.shape[0], mask.device)
+        if task_ids is not None:
+            task_ids = self._expert_ids("task_ids", task_ids, mask.shape[0], mask.device)
         inputs = {"input_ids": input_ids, "attention_mask": mask, **kwargs}
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
@@ -302,11 +355,8 @@ class TTLoRAMoEModel(SavedModel):
         self._hook.remove()
         for name, module in list(self.model.named_modules()):
             if isinstance(module, MixedTTLoRALinear):
-                parent_name, _, child = name.rpartition(".")
-                setattr(self.model.get_submodule(parent_name), child, module.base_layer)
-        head_name, head = self._original_head
-        parent_name, _, child = head_name.rpartition(".")
-        setattr(self.model.get_submodule(parent_name) if parent_name else self.model, child, head)
+                self._set_module(name, module.base_layer)
+        self._set_module(*self._original_head)
         return self.model
 
     def _source_entries(self) -> list[dict]:
@@ -315,24 +365,43 @@ class TTLoRAMoEModel(SavedModel):
                 for e in self.expert_sources]
 
     def _recompose(self, entries: list[dict]) -> TTLoRAMoEModel:
+        """A new MoE over `entries` on this model's base object (not a copy: memory stays one base). This model is
+        then retired: its calls raise, since the base now carries the new model's layers. If composing fails, this
+        model is put back as it was."""
+        self._check_current()
+        experts = load_experts(entries)  # read and checked before the base is touched
+        check_compatible(experts)
         old = dict(zip(self.tasks, range(len(self.tasks))))
         old_router = self.router.state_dict()
         config = TTLoRAMoEConfig.from_dict({**self.config.to_dict(), "experts": entries})
-        new = type(self)(config, base_model=self._clean_base())
+        mixed = self.mixed_layers()  # put back if composing fails
+        try:
+            new = type(self)(config, base_model=self._clean_base(), experts=experts)
+        except BaseException:
+            self._clean_base()  # whatever the failed model swapped in
+            for name, module in mixed:
+                self._set_module(name, module)
+            self._hook_router_input()
+            raise
+        self._given_away = True
         with torch.no_grad():  # keep what the router learned about experts it already had
             for task, i in zip(new.tasks, range(len(new.tasks))):
                 if task in old and isinstance(new.router.router_net, nn.Linear):
                     new.router.router_net.weight[i] = old_router["router_net.weight"][old[task]]
                     new.router.router_net.bias[i] = old_router["router_net.bias"][old[task]]
-        return new
+        weight = next(self.router.parameters())  # the new router where this one was moved or cast to
+        new.router.to(weight.device, weight.dtype)
+        return new.train(self.training)
 
     def add_expert(self, expert: str | dict) -> TTLoRAMoEModel:
-        """A new MoE with one more expert (same base object); retrain its router afterwards."""
+        """A new MoE with one more expert, in this model's train / eval mode, on the same base object (not a copy);
+        retrain its router afterwards. Use the returned model: this one is retired (its calls raise)."""
         entry = expert if isinstance(expert, dict) else {"repo_id": str(expert)}
         return self._recompose(self._source_entries() + [entry])
 
     def remove_expert(self, task: str) -> TTLoRAMoEModel:
-        """A new MoE without the expert of `task` (same base object); retrain its router afterwards."""
+        """A new MoE without the expert of `task`, in this model's train / eval mode, on the same base object;
+        retrain its router afterwards. Use the returned model: this one is retired (its calls raise)."""
         if task not in self.tasks:
             raise ValueError(f"No expert for task {task!r}; experts: {self.tasks}.")
         return self._recompose([e for e in self._source_entries() if e["task"] != task])
