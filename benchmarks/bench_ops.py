@@ -68,7 +68,8 @@ def main() -> None:
     for name, model in models(base).items():
         model.train()
 
-        def step(m=model):
+        def step(m=model):  # a training step's forward and backward (gradients start at None, as after zero_grad)
+            m.zero_grad(set_to_none=True)
             m(**batch).loss.backward()
 
         step()  # warm-up: lazy initialisation and caches are not what a step costs

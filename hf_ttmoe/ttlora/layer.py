@@ -16,6 +16,21 @@ CORE_TAG = ".ttlora_cores."  # saved names: "<module path>.ttlora_cores.<j>"
 logger = logging.getLogger(__name__)
 
 
+def pad_rank(u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """On the CPU, `U: (..., out, r)`, `V: (..., r, in)` padded with zero rank components to a multiple of 16: CPU GEMM
+    kernels run skinny products of odd width (r = 5) slower than width 16 (measured: 17.6 vs 14.6 ms at d=384,
+    tokens 4096), and zero components change nothing else."""
+    if u.device.type != "cpu" or u.shape[-1] % CPU_RANK_MULTIPLE == 0:
+        return u, v
+    pad = CPU_RANK_MULTIPLE - u.shape[-1] % CPU_RANK_MULTIPLE
+    return F.pad(u, (0, pad)), F.pad(v, (0, 0, 0, pad))
+
+
+def _as(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`x` in `dtype`, with no op at all when it already is (each op is a kernel launch on a GPU)."""
+    return x if x.dtype == dtype else x.to(dtype)
+
+
 class TTLoRALinear(nn.Module):
     """`y = base(x) + scaling · x ΔWᵀ`, ΔW a tensor train of cores `ttlora_cores`.
 
@@ -61,6 +76,7 @@ class TTLoRALinear(nn.Module):
         self._unmerged_weight: torch.Tensor | None = None  # while merged: the base weight as it was before
         self._merged_cores: tuple | None = None  # while merged: `_cores_state()` the merged weight was built from
         self._factor_cache: tuple | None = None  # (cores, versions, U·scaling, V) for forwards without gradient
+        self.shared_factors: tuple | None = None  # (U·scaling, V) built for all layers of a layout at once, or None
 
     def _fit_ranks(self, tt_rank: int | list[int]) -> list[int]:
         """The chain's full rank list: `tt_rank` clipped to each bond's full rank (warning), refused when the chain
@@ -90,8 +106,12 @@ class TTLoRALinear(nn.Module):
         Where no gradient is needed (inference, evaluation) they are cached until a core changes, so unmerged
         inference costs what a LoRA of the same rank costs (building them is ~20 small ops, launch-bound on a GPU).
         The cache holds the cores' storages (so no other tensor can take their addresses) and their in-place
-        version counters, which optimizer steps, `copy_` and `load_state_dict` bump.
+        version counters, which optimizer steps, `copy_` and `load_state_dict` bump. Inside `TTLoRAModel.forward`
+        with gradient, layers of one layout read their slice of factors built for all of them at once
+        (`shared_factors.py`).
         """
+        if self.shared_factors is not None:
+            return self.shared_factors
         cores = list(self.ttlora_cores)
         cacheable = not (torch.is_grad_enabled() and cores[0].requires_grad) and not hasattr(cores[0], "ds_id")
         cache = self._factor_cache
@@ -100,12 +120,7 @@ class TTLoRALinear(nn.Module):
             for c, held, version in zip(cores, cache[0], cache[1], strict=True)
         ):
             return cache[2], cache[3]
-        u, v = tt.tt_factors(cores, self.num_in_modes)  # (out, r), (r, in)
-        if u.device.type == "cpu" and u.shape[1] % CPU_RANK_MULTIPLE:
-            # CPU GEMM kernels run skinny products of odd width (r = 5) slower than width 16 (measured: 17.6 vs
-            # 14.6 ms at d=384, tokens 4096): pad with zero rank components, which change nothing else.
-            pad = CPU_RANK_MULTIPLE - u.shape[1] % CPU_RANK_MULTIPLE
-            u, v = F.pad(u, (0, pad)), F.pad(v, (0, 0, 0, pad))
+        u, v = pad_rank(*tt.tt_factors(cores, self.num_in_modes))  # (out, r), (r, in)
         u = u * self.scaling
         if cacheable:  # the detached cores share storage and version counter with each core
             self._factor_cache = ([c.detach() for c in cores], [c._version for c in cores], u, v)
@@ -120,7 +135,7 @@ class TTLoRALinear(nn.Module):
     def adapter_forward(self, x: torch.Tensor) -> torch.Tensor:
         """`scaling · x ΔWᵀ` by the configured path; `x: (..., in)` -> `(..., out)`."""
         cores = list(self.ttlora_cores)
-        x = self.dropout(x.to(cores[0].dtype))
+        x = self.dropout(_as(x, cores[0].dtype))
         if self.forward_impl == "factors":
             u, v = self.scaled_factors()  # (out, r), (r, in)
             return F.linear(F.linear(x, v), u)  # (..., r) -> (..., out)
@@ -133,7 +148,7 @@ class TTLoRALinear(nn.Module):
             self._check_merged()
             return self.base_layer(x)
         result = self.base_layer(x)
-        return result + self.adapter_forward(x).to(result.dtype)
+        return result + _as(self.adapter_forward(x), result.dtype)
 
     # ----- merging -----
 
