@@ -177,11 +177,15 @@ def load_base_model(config: AdapterConfig, **kwargs) -> PreTrainedModel:
 
 
 def load_tokenizer(config: AdapterConfig):
-    """The base model's tokenizer, with a pad token (decoders often lack one: EOS is used)."""
+    """The base model's tokenizer, at the base model's revision, with a pad token (decoders often lack one: EOS is
+    used)."""
     from transformers import AutoTokenizer
 
     path, gguf_file = resolve_base_model(config.base_model_name_or_path, config.gguf_file)
-    tokenizer = AutoTokenizer.from_pretrained(path, **({"gguf_file": gguf_file} if gguf_file else {}))
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    if getattr(config, "base_model_revision", None):
+        kwargs["revision"] = config.base_model_revision
+    tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

@@ -94,3 +94,21 @@ def test_shared_factors_launch_fewer_ops_as_layers_grow():
     shared = top_level_ops(lambda: step(model, shared=True))
     own = top_level_ops(lambda: step(model, shared=False))
     assert shared < 0.8 * own, (shared, own)
+
+
+def test_inference_after_a_fused_optimizer_step_sees_the_new_cores():
+    """Fused AdamW updates the cores without bumping their version counters, so the inference cache cannot tell: the
+    training forward in between must drop it (the shared path does, as each layer's own path does)."""
+    model = expert("bert", 5, None)
+    with torch.no_grad():
+        model.eval()(**tiny_batch())  # each layer caches its factors
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, fused=True)
+    model.train()
+    step(model, shared=True)
+    optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        served = model(**tiny_batch()).logits
+        for layer in model.adapter_layers():
+            layer._factor_cache = None
+        assert torch.equal(served, model(**tiny_batch()).logits)

@@ -106,7 +106,8 @@ class TTLoRALinear(nn.Module):
         Where no gradient is needed (inference, evaluation) they are cached until a core changes, so unmerged
         inference costs what a LoRA of the same rank costs (building them is ~20 small ops, launch-bound on a GPU).
         The cache holds the cores' storages (so no other tensor can take their addresses) and their in-place
-        version counters, which optimizer steps, `copy_` and `load_state_dict` bump. Inside `TTLoRAModel.forward`
+        version counters, which `copy_`, `load_state_dict` and most optimizer steps bump; fused optimizer kernels do
+        not, so every forward with gradient (a training step's) drops the cache too. Inside `TTLoRAModel.forward`
         with gradient, layers of one layout read their slice of factors built for all of them at once
         (`shared_factors.py`).
         """

@@ -70,6 +70,7 @@ def shared_factors(layers: list[TTLoRALinear]):
             u, v = stacked_scaled_factors(group)
             for layer, u_i, v_i in zip(group, u.unbind(0), v.unbind(0), strict=True):
                 layer.shared_factors = (u_i, v_i)
+                layer._factor_cache = None  # a training step follows; not every optimizer bumps the cores' versions
         yield
     finally:
         for group in groups:
