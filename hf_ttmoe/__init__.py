@@ -1,8 +1,8 @@
 """hf_ttmoe: tensor-train LoRA experts, sparse routing over them, and dense MoE-LoRA, on Hugging Face transformers."""
 
-from transformers import AutoConfig, AutoModel
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-from . import hub, io, tt
+from . import hub, io, pipelines, tt
 from ._version import __version__
 from .adapter import DEFAULT_BASE_MODEL, AdapterConfig, AdapterModel, load_base_model, load_tokenizer
 from .data import EMBEDDED_TASKS, load_task, mixed_tasks, tokenize_task
@@ -19,6 +19,11 @@ for _config, _model in (
 ):
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
     AutoModel.register(_config, _model, exist_ok=True)
+    # all three classify sequences; pipeline("text-classification", model=<dir or Hub id>) loads through this class
+    AutoModelForSequenceClassification.register(_config, _model, exist_ok=True)
+    # saved models carry no tokenizer files: AutoTokenizer returns the base model's (hf_ttmoe.pipelines)
+    AutoTokenizer.register(_config, tokenizer_class=pipelines.BaseModelTokenizer, exist_ok=True)
+pipelines.register_text_classification()
 
 __all__ = [
     "DEFAULT_BASE_MODEL",
@@ -44,6 +49,7 @@ __all__ = [
     "load_task",
     "load_tokenizer",
     "mixed_tasks",
+    "pipelines",
     "push_experts",
     "tokenize_task",
     "tt",
