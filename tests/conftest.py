@@ -1,7 +1,9 @@
-"""Shared test harness: tiny random base models (one encoder, one decoder) and helpers every method's tests use."""
+"""Shared test harness: tiny random base models (one encoder, one decoder), random experts, and helpers every method's
+tests use. The contracts every method meets are in test_contracts.py."""
 
 from __future__ import annotations
 
+import gc
 import os
 
 import pytest
@@ -13,6 +15,8 @@ from transformers import (
     LlamaForCausalLM,
     LlamaForSequenceClassification,
 )
+
+from hf_ttmoe import TTLoRAConfig, TTLoRAModel
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -58,6 +62,63 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
+def randomize_(model: torch.nn.Module, seed: int = 0, std: float = 0.3) -> torch.nn.Module:
+    """Give every trainable weight seeded N(0, std²) values, in place: the init makes adapters a no-op (ΔW = 0), and
+    a test that saves, merges or composes them must see them matter."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+    return model
+
+
+def random_expert(kind: str = "bert", task: str = "task0", num_labels: int = 2, seed: int = 0,
+                  task_type: str = "seq_cls", **config_kwargs):
+    """A tiny TT-LoRA expert (eval mode) with random cores and head; `config_kwargs` add to or override the config."""
+    config_kwargs = {"base_model_name_or_path": f"tiny-{kind}", "tt_rank": 2, "pad_token_id": 0, **config_kwargs}
+    config = TTLoRAConfig(task=task, task_type=task_type, num_labels=num_labels, **config_kwargs)
+    expert = TTLoRAModel(config, base_model=tiny_base(kind, task_type, num_labels=num_labels))
+    return randomize_(expert, seed).eval()
+
+
+@pytest.fixture
+def make_expert(tmp_path):
+    """Factory: save a `random_expert(kind, task, num_labels, seed, **config_kwargs)` in its own directory under
+    `tmp_path/experts` (expert0, expert1, ... in call order) and return that directory."""
+    count = 0
+
+    def make(kind: str = "bert", task: str = "task0", num_labels: int = 2, seed: int = 0, **config_kwargs):
+        nonlocal count
+        path = tmp_path / "experts" / f"expert{count}"
+        count += 1
+        random_expert(kind, task, num_labels, seed, **config_kwargs).save_pretrained(path)
+        return path
+
+    return make
+
+
+def pytest_collection_finish(session):
+    """Trainer and accelerate call `gc.collect()` a few times per run, and each full collection walks every object that
+    importing torch and transformers created (about half a second a call). Freeze what exists once the tests are
+    collected: a collection then walks only what the tests create."""
+    gc.collect()
+    gc.freeze()
+
+
 @pytest.fixture(params=BASES)
 def base_kind(request):
     return request.param
+
+
+@pytest.fixture(autouse=True)
+def one_thread(request):
+    """Tiny models run on one intra-op thread: more threads only add synchronization at these sizes, and stall for
+    seconds per step when other processes share the cores. Slow tests (real models) keep torch's default."""
+    if request.node.get_closest_marker("slow"):
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -10,12 +10,12 @@ import shutil
 
 import pytest
 import torch
-from conftest import tiny_base, tiny_batch
+from conftest import random_expert, randomize_, tiny_base, tiny_batch
 from huggingface_hub import HfApi, ModelCard
 from safetensors.torch import load, save
 from transformers import AutoModel
 
-from hf_ttmoe import DenseMoELoRAConfig, DenseMoELoRAModel, TTLoRAConfig, TTLoRAModel, TTLoRAMoEModel
+from hf_ttmoe import DenseMoELoRAConfig, DenseMoELoRAModel, TTLoRAModel, TTLoRAMoEModel
 from hf_ttmoe.hub import (
     CorruptExpertError,
     ExpertNotFoundError,
@@ -85,24 +85,11 @@ def name(request) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", request.node.name.removeprefix("test_"))[:40].strip("-")
 
 
-def make_expert(kind: str = "bert", task: str = "task0", num_labels: int = 2, seed: int = 0, **config_kwargs):
-    """A tiny TT-LoRA expert with random (non-zero) cores and head; `config_kwargs` add to or override the config."""
-    config_kwargs = {"base_model_name_or_path": f"tiny-{kind}", "tt_rank": 2, "pad_token_id": 0, **config_kwargs}
-    config = TTLoRAConfig(task=task, num_labels=num_labels, **config_kwargs)
-    expert = TTLoRAModel(config, base_model=tiny_base(kind, num_labels=num_labels))
-    g = torch.Generator().manual_seed(100 + seed)
-    with torch.no_grad():
-        for p in expert.parameters():
-            if p.requires_grad:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    return expert.eval()
-
-
 def save_experts(root, num: int = 2, kind: str = "bert") -> list[str]:
     paths = []
     for i in range(num):
         path = root / f"{kind}-expert{i}"
-        make_expert(kind, f"task{i}", NUM_LABELS[i % 2], seed=i).save_pretrained(path)
+        random_expert(kind, f"task{i}", NUM_LABELS[i % 2], seed=i).save_pretrained(path)
         paths.append(str(path))
     return paths
 
@@ -187,7 +174,7 @@ def test_push_experts_pins_shas_and_skips_experts_already_on_the_hub(hub, tmp_pa
     assert {r: hub.server.commits(r) for r in heads} == heads
 
     # changed weights under the same name: a new expert commit, and the router pins it
-    changed = make_expert(task="task0", num_labels=2, seed=7)
+    changed = random_expert(task="task0", num_labels=2, seed=7)
     changed.save_pretrained(paths[0])
     third = compose(paths)
     push_experts(third, namespace="org", repo_id=f"org/{name}-router")
@@ -200,13 +187,13 @@ def test_push_experts_pins_shas_and_skips_experts_already_on_the_hub(hub, tmp_pa
 
 def test_pinned_revisions_survive_newer_pushes(hub, tmp_path, name):
     repo = f"org/{name}-expert"
-    v1 = make_expert(seed=1)
+    v1 = random_expert(seed=1)
     old = v1.push_to_hub(repo).oid
     moe = TTLoRAMoEModel.from_experts([repo], base_model=tiny_base("bert", num_labels=5)).eval()
     assert moe.config.experts[0]["revision"] == old  # composing from the Hub pins the commit
     router_v1 = moe.push_to_hub(f"org/{name}-moe").oid
     want_router = outputs(moe)
-    v2 = make_expert(seed=2)
+    v2 = random_expert(seed=2)
     new = v2.push_to_hub(repo).oid
     assert new != old
     base = tiny_base("bert", num_labels=2)
@@ -232,7 +219,7 @@ def test_pinned_revisions_survive_newer_pushes(hub, tmp_path, name):
 
 
 def test_auto_model_token_and_cache_dir(hub, tmp_path, name):
-    expert = make_expert()
+    expert = random_expert()
     expert.push_to_hub(f"org/{name}", private=True)
     batch = tiny_batch()
     cache = tmp_path / "other-cache"
@@ -251,11 +238,7 @@ def test_auto_model_token_and_cache_dir(hub, tmp_path, name):
 def test_dense_moe_lora_push_and_load(hub, name):
     config = DenseMoELoRAConfig(base_model_name_or_path="tiny-bert", task="task0", num_labels=3, num_experts=4,
                                 lora_rank=2, layers_to_transform=[1])
-    model = DenseMoELoRAModel(config, base_model=tiny_base("bert")).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.normal_(0, 0.3)
+    model = randomize_(DenseMoELoRAModel(config, base_model=tiny_base("bert"))).eval()
     model.push_to_hub(f"org/{name}")
     loaded = AutoModel.from_pretrained(f"org/{name}", base_model=tiny_base("bert"))
     assert isinstance(loaded, DenseMoELoRAModel)
@@ -278,7 +261,7 @@ def _plant(hub, repo, data: bytes) -> None:
 def good_expert(hub, name):
     """A bert expert on the Hub, and its weights' bytes."""
     repo = f"org/{name}-good"
-    make_expert(task="good").push_to_hub(repo)
+    random_expert(task="good").push_to_hub(repo)
     return repo, hub.server.file_bytes(repo, "model.safetensors")
 
 
@@ -332,12 +315,12 @@ def test_corrupted_and_truncated_weights_are_named_and_leave_nothing(hub, good_e
 def test_incompatible_base_and_shapes_are_named(hub, good_expert, name):
     repo, data = good_expert
     llama = f"org/{name}-llama"
-    make_expert("llama", task="other").push_to_hub(llama)
+    random_expert("llama", task="other").push_to_hub(llama)
     with pytest.raises(IncompatibleExpertError, match=rf"Expert '{llama}' \(task 'other'\) is not compatible with "
                                                       rf"expert '{repo}'.*base_model_signature"):
         TTLoRAMoEModel.from_experts([repo, llama], base_model=tiny_base("bert"))
     other_base = f"org/{name}-otherbase"
-    make_expert(task="other", base_model_revision="abc").push_to_hub(other_base)
+    random_expert(task="other", base_model_revision="abc").push_to_hub(other_base)
     with pytest.raises(IncompatibleExpertError, match=rf"Expert '{other_base}'.*base model \('tiny-bert', 'abc'\)"):
         TTLoRAMoEModel.from_experts([repo, other_base], base_model=tiny_base("bert"))
     # cores whose modes do not fit the base's weights
@@ -357,7 +340,7 @@ def test_incompatible_base_and_shapes_are_named(hub, good_expert, name):
 
 
 def test_card_metadata_parses_and_describes_the_expert(hub, name):
-    expert = make_expert()
+    expert = random_expert()
     data = expert.model_card_data
     data.license, data.datasets, data.tags = "mit", ["stanfordnlp/sst2"], ["sentiment"]
     data.training = TrainingFacts(eval_metrics={"accuracy": 0.875, "loss": 0.31, "runtime": 1.5}, global_step=10)
@@ -380,7 +363,7 @@ def test_card_metadata_parses_and_describes_the_expert(hub, name):
 
 def test_a_readme_the_user_edited_is_updated_not_overwritten(hub, name):
     repo = f"org/{name}"
-    expert = make_expert()
+    expert = random_expert()
     expert.push_to_hub(repo)
     text = hub.server.file_bytes(repo, "README.md").decode()
     # the user adds a license, a tag and a section of their own, outside the generated part
@@ -439,7 +422,7 @@ def _trainer(tmp_path, repo, strategy, callbacks=()):
     def accuracy(p):
         return {"accuracy": float((p.predictions.argmax(-1) == p.label_ids).mean())}
 
-    model = make_expert()
+    model = random_expert()
     return Trainer(model=model, args=args, train_dataset=data, eval_dataset=data, compute_metrics=accuracy,
                    callbacks=list(callbacks)), model
 
@@ -491,7 +474,7 @@ def test_push_script_pushes_an_expert_directory_and_a_router(hub, tmp_path, name
     tiny_base("bert", num_labels=2).save_pretrained(base_dir)
     paths = [tmp_path / f"{name}-e{i}" for i in range(2)]
     for i, path in enumerate(paths):
-        make_expert(task=f"task{i}", seed=i, base_model_name_or_path=str(base_dir)).save_pretrained(path)
+        random_expert(task=f"task{i}", seed=i, base_model_name_or_path=str(base_dir)).save_pretrained(path)
     # a README written during training (or by hand) keeps its body; the metadata is ours plus the flags
     (paths[0] / "README.md").write_text("---\nlicense: mit\n---\n# Sentiment expert\n\nTrained by hand.\n")
     commit = main(["--path", str(paths[0]), "--repo_id", f"org/{name}-e0", "--datasets", "stanfordnlp/sst2",

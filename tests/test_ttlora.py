@@ -1,46 +1,23 @@
-"""TT-LoRA model tests, run over the case matrix of one encoder and one decoder base."""
+"""TT-LoRA-specific tests (trainable set, forward paths, factor cache, load refusals, layouts, parameter counts), over
+one encoder and one decoder base. Identity at init, save/load, config errors, merge and Trainer resume are in
+test_contracts.py."""
 
 from __future__ import annotations
 
-import copy
 import os
 
 import pytest
 import torch
-from conftest import rel_err, tiny_base, tiny_batch
-from safetensors.torch import load_file
-from transformers import AutoModel, LlamaConfig, LlamaForSequenceClassification
+from conftest import random_expert, rel_err, tiny_base, tiny_batch
+from transformers import LlamaConfig, LlamaForSequenceClassification
 
 from hf_ttmoe import TTLoRAConfig, TTLoRALinear, TTLoRAModel
-from hf_ttmoe.io import CONFIG_NAME, WEIGHTS_NAME
 
 TOL = 1e-5
 
 
-def make_expert(kind, task_type="seq_cls", randomize=True, seed=0, **config_kwargs):
-    base = tiny_base(kind, task_type)
-    config = TTLoRAConfig(base_model_name_or_path=f"tiny-{kind}", task_type=task_type, num_labels=3, tt_rank=3,
-                          **config_kwargs)
-    model = TTLoRAModel(config, base_model=base)
-    if randomize:  # the init makes ΔW = 0; give every core values so the adapters matter
-        g = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if "ttlora_" in name:
-                    p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    return model
-
-
-def test_identity_at_init(base_kind):
-    base = tiny_base(base_kind)
-    reference = copy.deepcopy(base)
-    model = TTLoRAModel(TTLoRAConfig(base_model_name_or_path="tiny", num_labels=3), base_model=base)
-    batch = tiny_batch()
-    assert torch.equal(model(**batch).logits, reference(**batch).logits)
-
-
 def test_trainable_parameters_are_cores_and_head_only(base_kind):
-    model = make_expert(base_kind)
+    model = random_expert(base_kind)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     head = {"bert": "model.classifier.", "llama": "model.score."}[base_kind]
     assert trainable and all(".ttlora_cores." in n or n.startswith(head) for n in trainable)
@@ -53,7 +30,7 @@ def test_trainable_parameters_are_cores_and_head_only(base_kind):
 
 @pytest.mark.parametrize("impl", ["contraction", "reconstruction"])
 def test_forward_paths_agree_in_the_model(base_kind, impl):
-    model = make_expert(base_kind)
+    model = random_expert(base_kind, num_labels=3).train()
     batch = tiny_batch()
     labels = torch.tensor([0, 1, 2, 1])
 
@@ -112,58 +89,23 @@ def test_inference_reuses_factors_until_a_core_changes(monkeypatch):
         assert layer(x).dtype == torch.float64 and rel_err(layer(x), reference()) <= TOL
 
 
-def test_merge_and_unmerge_are_exact(base_kind):
-    model = make_expert(base_kind).eval()
-    batch = tiny_batch()
-    weights = {n: p.clone() for n, p in model.named_parameters() if "base_layer" in n}
-    adapted = model(**batch).logits
-    model.merge()
-    assert rel_err(model(**batch).logits, adapted) <= TOL
-    model.merge()  # idempotent
-    model.unmerge()
-    assert rel_err(model(**batch).logits, adapted) <= TOL
-    for n, p in model.named_parameters():
-        if n in weights:
-            assert (p - weights[n]).abs().max() <= TOL * weights[n].abs().max()
-
-
-def test_save_load_round_trip_saves_only_what_was_trained(base_kind, tmp_path):
-    model = make_expert(base_kind).eval()
-    batch = tiny_batch()
-    model.save_pretrained(tmp_path)
-    assert sorted(os.listdir(tmp_path)) == sorted([CONFIG_NAME, WEIGHTS_NAME])
-    saved = load_file(tmp_path / WEIGHTS_NAME)
-    assert set(saved) == {n for n, p in model.named_parameters() if p.requires_grad}
-    reloaded = TTLoRAModel.from_pretrained(tmp_path, base_model=tiny_base(base_kind))
-    assert not reloaded.training
-    assert torch.equal(reloaded(**batch).logits, model(**batch).logits)
-
-
-def test_auto_model_loads_an_expert(tmp_path):
-    model = make_expert("bert").eval()
-    model.save_pretrained(tmp_path)
-    reloaded = AutoModel.from_pretrained(tmp_path, base_model=tiny_base("bert"))
-    assert isinstance(reloaded, TTLoRAModel)
-    assert torch.equal(reloaded(**tiny_batch()).logits, model(**tiny_batch()).logits)
-
-
-def test_load_refuses_a_different_base_or_shapes(tmp_path):
-    make_expert("bert").save_pretrained(tmp_path)
+def test_load_refuses_a_different_base_or_shapes(make_expert):
+    path = make_expert("bert", num_labels=3, tt_rank=3)
     with pytest.raises(ValueError, match=r"architecture .*'model_type': 'llama'.*trained on .*'model_type': 'bert'"):
-        TTLoRAModel.from_pretrained(tmp_path, base_model=tiny_base("llama"))
-    config = TTLoRAConfig.from_pretrained(tmp_path)
+        TTLoRAModel.from_pretrained(path, base_model=tiny_base("llama"))
+    config = TTLoRAConfig.from_pretrained(path)
     config.tt_rank = 2
     with pytest.raises(ValueError, match=r"shape mismatches \['model\.bert\.encoder\.layer\.0.*ttlora_cores\.0: "
                                           r"\(1, 8, 3\) vs model \(1, 8, 2\)"):
-        TTLoRAModel.from_pretrained(tmp_path, config=config, base_model=tiny_base("bert"))
-    config = TTLoRAConfig.from_pretrained(tmp_path)
+        TTLoRAModel.from_pretrained(path, config=config, base_model=tiny_base("bert"))
+    config = TTLoRAConfig.from_pretrained(path)
     config.layers_to_transform = [0]
     with pytest.raises(ValueError, match=r"unexpected \['model\.bert\.encoder\.layer\.1"):
-        TTLoRAModel.from_pretrained(tmp_path, config=config, base_model=tiny_base("bert"))
+        TTLoRAModel.from_pretrained(path, config=config, base_model=tiny_base("bert"))
 
 
 def test_failed_save_leaves_previous_checkpoint_intact(tmp_path, monkeypatch):
-    model = make_expert("bert")
+    model = random_expert("bert")
     model.save_pretrained(tmp_path)
     before = {f: (tmp_path / f).read_bytes() for f in os.listdir(tmp_path)}
 
@@ -179,21 +121,8 @@ def test_failed_save_leaves_previous_checkpoint_intact(tmp_path, monkeypatch):
     assert {f: (tmp_path / f).read_bytes() for f in os.listdir(tmp_path)} == before
 
 
-def test_config_errors_name_the_bad_value():
-    with pytest.raises(ValueError, match="forward_impl='dense' is not one of"):
-        TTLoRAConfig(forward_impl="dense")
-    with pytest.raises(ValueError, match="tt_rank=0"):
-        TTLoRAConfig(tt_rank=0)
-    with pytest.raises(ValueError, match="task_type='regression'"):
-        TTLoRAConfig(task_type="regression")
-    with pytest.raises(ValueError, match=r"in_modes=\[4, 4\] \(product 16\) does not fit a dimension of 32"):
-        TTLoRAModel(TTLoRAConfig(num_labels=3, tt_shapes={"query": [[4, 4], [4, 8]]}), base_model=tiny_base("bert"))
-    with pytest.raises(ValueError, match=r"target_modules=\['nope'\].*matched no nn.Linear"):
-        TTLoRAModel(TTLoRAConfig(num_labels=3, target_modules=["nope"]), base_model=tiny_base("bert"))
-
-
 def test_causal_lm_expert_has_no_head_and_trains():
-    model = make_expert("llama", task_type="causal_lm")
+    model = random_expert("llama", task_type="causal_lm")
     assert model.config.modules_to_save == []
     batch = tiny_batch(pad_last=0)
     out = model(**batch, labels=batch["input_ids"])
@@ -203,7 +132,7 @@ def test_causal_lm_expert_has_no_head_and_trains():
 
 
 def test_layers_to_transform_selects_layers():
-    model = make_expert("llama", layers_to_transform=[1])
+    model = random_expert("llama", layers_to_transform=[1])
     layers = [n for n, m in model.named_modules() if isinstance(m, TTLoRALinear)]
     assert layers == ["model.model.layers.1.self_attn.q_proj", "model.model.layers.1.self_attn.v_proj"]
 
@@ -237,37 +166,3 @@ def test_lora_r16_equivalent_count_with_peft_on_meta():
     lora = peft.get_peft_model(_llama_1b_on_meta(), peft.LoraConfig(r=16, target_modules=["q_proj", "v_proj"]))
     assert sum(p.numel() for n, p in lora.named_parameters() if "lora_" in n) == 1_703_936
     assert 33_920 / 1_703_936 < 0.02 + 1e-4
-
-
-def test_trainer_trains_saves_and_resumes(tmp_path):
-    from datasets import Dataset
-    from transformers import Trainer, TrainingArguments
-
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(1, 100, (32, 8), generator=g)
-    data = Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": torch.ones_like(ids).tolist(),
-                              "labels": (ids[:, 0] % 3).tolist()})
-
-    def run(max_steps, resume=None):
-        torch.manual_seed(0)
-        model = make_expert("bert", randomize=False)
-        args = TrainingArguments(output_dir=str(tmp_path / "run"), max_steps=max_steps, per_device_train_batch_size=8,
-                                 learning_rate=1e-2, save_steps=2, logging_steps=1, report_to=[], use_cpu=True,
-                                 save_total_limit=None, seed=0, data_seed=0)
-        trainer = Trainer(model=model, args=args, train_dataset=data)
-        trainer.train(resume_from_checkpoint=resume)
-        return trainer, model
-
-    trainer, model = run(4)
-    history = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    assert len(history) == 4
-    ckpt = tmp_path / "run" / "checkpoint-2"
-    assert sorted(f for f in os.listdir(ckpt) if f.endswith((".safetensors", ".json")) and "state" not in f)[:2] == [
-        CONFIG_NAME, WEIGHTS_NAME]
-    assert not any(f.endswith((".bin", ".pt")) and f not in ("optimizer.pt", "scheduler.pt", "rng_state.pth",
-                                                              "training_args.bin") for f in os.listdir(ckpt))
-    final = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    _, resumed = run(4, resume=str(ckpt))
-    for n, p in resumed.named_parameters():
-        if p.requires_grad:
-            assert rel_err(p.detach(), final[n]) <= 1e-5, n
