@@ -113,7 +113,7 @@ def bench_step(args) -> None:
         optimizers[name].step()
         optimizers[name].zero_grad(set_to_none=True)
 
-    med = interleaved({k: (lambda k=k: step(k)) for k in models}, args.reps)
+    med = interleaved({k: (lambda k=k: step(k)) for k in models}, args.reps, clock=layer_clock(args))
     memory = {k: saved_activation_bytes(lambda m=m: m(**batch).loss) + training_state_bytes(m)
               for k, m in models.items()}
     trainable = {}
@@ -132,7 +132,7 @@ def bench_step(args) -> None:
         print(f"| {r['variant']} | {r['median_step_s'] * 1e3:.0f} ms | {r['ratio_to_lora']:.3f} | "
               f"{r['memory_bytes'] / 2**20:.1f} MiB | {r['memory_ratio_to_lora']:.3f} | "
               f"{r['trainable']['adapter']:,} | {r['trainable']['all']:,} |")
-    save("ttlora_step", {"args": vars(args), "rows": rows})
+    save(layer_results_name("ttlora_step", args), {"args": vars(args), "rows": rows})
 
 
 @torch.no_grad()
@@ -261,6 +261,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--reps", type=int, default=7)
+    p.add_argument("--cpu_time", action="store_true",
+                   help="one intra-op thread, timed in CPU time (robust to other load on the machine)")
     p.set_defaults(fn=bench_step)
     p = sub.add_parser("merged")
     p.add_argument("--batch", type=int, default=32)
