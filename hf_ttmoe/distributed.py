@@ -36,3 +36,13 @@ def check_deepspeed_config(config: str | os.PathLike | dict | None, cpu: bool = 
             "compile its fused CPU Adam. Add \"torch_adam\": true to optimizer.params."
         )
     return config
+
+
+def init_deepspeed_comm(training_args) -> None:
+    """Start DeepSpeed's communication before the model is built, on the CPU too: ZeRO-3 partitions the base model
+    as `from_pretrained` loads it, which needs it. (On GPUs accelerate starts it; with `use_cpu` it starts only a
+    plain gloo group, and DeepSpeed would then see one process.)"""
+    if training_args.deepspeed and training_args.use_cpu and training_args.world_size > 1:
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend="gloo")

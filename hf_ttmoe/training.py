@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
-from transformers import DataCollatorWithPadding, HfArgumentParser, Trainer, TrainingArguments
+from transformers import DataCollatorWithPadding, HfArgumentParser, Trainer, TrainingArguments, set_seed
 
-from .distributed import check_deepspeed_config
+from .distributed import check_deepspeed_config, init_deepspeed_comm
 from .io import atomic_write
 
 
@@ -36,7 +36,10 @@ def parse_arguments(dataclass_types: tuple, argv: list[str] | None, learning_rat
     which leaves an adapter trained from zero close to where it started."""
     parser = HfArgumentParser((*dataclass_types, TrainingArguments))
     parser.set_defaults(learning_rate=learning_rate)
-    return parser.parse_args_into_dataclasses(args=argv)
+    *script_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    set_seed(training_args.seed)  # adapters are built before Trainer seeds: --seed fixes them too, alike on every rank
+    init_deepspeed_comm(training_args)
+    return (*script_args, training_args)
 
 
 def compute_metrics(eval_pred) -> dict[str, float]:
@@ -87,7 +90,7 @@ def train_and_evaluate(model, tokenizer, splits, training_args: TrainingArgument
     results.update(trainer.evaluate(splits["test"], metric_key_prefix="test"))
     # Only the expert itself goes to output_dir (no tokenizer copy, no pickled TrainingArguments); gathering just
     # the adapter weights is a collective under ZeRO-3, so every rank takes part.
-    state_dict = model.gathered_adapter_state_dict()
+    state_dict = model.gathered_saved_state_dict()
     if trainer.is_world_process_zero():
         model.save_pretrained(training_args.output_dir, state_dict=state_dict)
         path = os.path.join(training_args.output_dir, "results.json")

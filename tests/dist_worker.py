@@ -83,7 +83,7 @@ def main() -> None:
                 ungathered_shapes = {k: list(v.shape) for k, v in load_file(f"{ungathered}/model.safetensors").items()}
         except RuntimeError as err:
             save_error = str(err)
-        state = model.gathered_adapter_state_dict()
+        state = model.gathered_saved_state_dict()
         gathered_shapes = {k: list(v.shape) for k, v in state.items()}
     if trainer.is_world_process_zero():
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]

@@ -1,6 +1,8 @@
 """Distributed training on CPU (gloo): DDP, DeepSpeed ZeRO-2 and ZeRO-3 with 2 processes behave like 1 process.
 
-Each case launches tests/dist_worker.py with torchrun; run these alone with `pytest -m distributed`.
+The model cases launch tests/dist_worker.py with torchrun; the README cases run each launch line of README.md's
+"Distributed training" (`deepspeed`, `accelerate launch`, `torchrun`) on scripts/train_expert.py itself. Run these
+alone with `pytest -m distributed`.
 """
 
 from __future__ import annotations
@@ -31,27 +33,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(out_dir: Path, kind: str, base_dir: Path, nproc: int, deepspeed: Path | None = None) -> dict:
-    worker_args = [str(WORKER), "--kind", kind, "--base_dir", str(base_dir), "--out_dir", str(out_dir)]
-    if deepspeed:
-        worker_args += ["--deepspeed", str(deepspeed)]
-    if nproc == 1:
-        cmd = [sys.executable, *worker_args]
-    else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-               "--master_addr", "127.0.0.1", "--master_port", str(free_port()), *worker_args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+def run_launch(cmd: list, log_path: Path, **env: str) -> str:
+    """Run one launch command from the repository root; fail with the lines that tell why, else return its log."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **env}
     for attempt in range(2):
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run([str(c) for c in cmd], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         log = proc.stdout + proc.stderr
         # a rank killed by SIGABRT inside gloo was seen twice in ~20 launches on a loaded 2-core machine, never in
         # 12 launches outside pytest; retry that one failure once, and only that one
         if proc.returncode == 0 or "SIGABRT" not in log:
             break
         print(f"launch attempt {attempt} aborted in gloo; retrying once")
-    (out_dir / "launch.log").write_text(log)
+    log_path.write_text(log)
     clues = [line for line in log.splitlines() if any(w in line for w in ("Error", "what()", "terminate", "rank"))]
-    assert proc.returncode == 0, "\n".join(clues[-40:]) + "\n" + log[-3000:]
+    assert proc.returncode == 0, " ".join(map(str, cmd)) + "\n" + "\n".join(clues[-40:]) + "\n" + log[-3000:]
+    return log
+
+
+def launch(out_dir: Path, kind: str, base_dir: Path, nproc: int, deepspeed: Path | None = None) -> dict:
+    worker_args = [WORKER, "--kind", kind, "--base_dir", base_dir, "--out_dir", out_dir]
+    if deepspeed:
+        worker_args += ["--deepspeed", deepspeed]
+    if nproc == 1:
+        cmd = [sys.executable, *worker_args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", nproc,
+               "--master_addr", "127.0.0.1", "--master_port", free_port(), *worker_args]
+    run_launch(cmd, out_dir / "launch.log")
     return json.loads((out_dir / "report.json").read_text())
 
 
@@ -123,7 +131,7 @@ def test_zero3_with_partitioned_adapters(kind, base_dir, reference, zero3_partit
     assert report["partitioned"], "expected the adapters themselves to be partitioned in this configuration"
     # a plain save_pretrained either refuses, naming the fix, or (weights whole at that moment) saves them complete
     if report["save_error"] is not None:
-        assert "ZeRO-3 partitions" in report["save_error"] and "gathered_adapter_state_dict" in report["save_error"]
+        assert "ZeRO-3 partitions" in report["save_error"] and "gathered_saved_state_dict" in report["save_error"]
     else:
         assert report["ungathered_shapes"] == reference[kind]["saved_shapes"]
     assert report["gathered_shapes"] == report["saved_shapes"] == reference[kind]["saved_shapes"]
@@ -142,3 +150,110 @@ def test_deepspeed_config_checks_name_the_problem():
     with pytest.raises(ValueError, match="optimizer.type='AdamW' without params.torch_adam=true on CPU"):
         check_deepspeed_config({"optimizer": {"type": "AdamW", "params": {}}}, cpu=True)
     assert check_deepspeed_config({"optimizer": {"type": "AdamW", "params": {}}}, cpu=False)
+
+
+# README.md's "Distributed training" launch lines, each with a free port so that concurrent runs cannot collide.
+# `accelerate launch --num_processes 2` starts 2 processes only where it sees 2 GPUs; on CPU it needs --use_deepspeed
+# (a DeepSpeed run) to start them, else it runs the script once.
+BIN = Path(sys.executable).parent
+README_LAUNCHERS = {
+    "deepspeed": lambda port: [BIN / "deepspeed", "--num_gpus", "2", "--master_port", port],
+    "accelerate": lambda port: [BIN / "accelerate", "launch", "--use_deepspeed", "--num_processes", "2",
+                                "--main_process_port", port],
+    "torchrun": lambda port: [BIN / "torchrun", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+                              "--master_port", port],
+}
+CPU_FLAGS = ["--use_cpu", "--ddp_backend", "gloo", "--average_tokens_across_devices", "False"]  # README's CPU advice
+# 8 training rows = one global batch (2 ranks x 4, or 1 x 8): every step sees all rows whatever the sampler, so the
+# 2-process run must reproduce the single-process one
+TINY_RUN = ["--task", "rotten_tomatoes", "--max_train_samples", "8", "--max_eval_samples", "16", "--max_length", "32",
+            "--max_steps", "2", "--report_to", "none", "--save_strategy", "no"]
+
+
+def train_expert(base: Path, out_dir: Path, launcher: str | None = None, ds_config: str | None = None) -> str:
+    """scripts/train_expert.py on the tiny base, launched as README.md says (or as one plain process)."""
+    if launcher is None:  # a process group of one is no process group: no --ddp_backend
+        cmd, batch, cpu_flags = [sys.executable], 8, ["--use_cpu"]
+    else:
+        cmd, batch, cpu_flags = README_LAUNCHERS[launcher](free_port()), 4, CPU_FLAGS
+    cmd += ["scripts/train_expert.py", *(["--deepspeed", ds_config] if ds_config else []), "--output_dir", out_dir,
+            "--base_model_name_or_path", base, *TINY_RUN, "--per_device_train_batch_size", batch, *cpu_flags]
+    # transformers' info logs say how many processes trained and whether ZeRO-3 partitioned the model on load
+    return run_launch(cmd, out_dir.parent / f"{out_dir.name}.log", TRANSFORMERS_VERBOSITY="info")
+
+
+@pytest.fixture(scope="module")
+def script_base(tmp_path_factory):
+    """The tiny BERT with the real tokenizer of the default base (its vocabulary), as a user's base model dir."""
+    from hf_ttmoe import DEFAULT_BASE_MODEL, TTLoRAConfig, load_tokenizer
+
+    path = tmp_path_factory.mktemp("tiny_bert_tokenizer")
+    tokenizer = load_tokenizer(TTLoRAConfig(base_model_name_or_path=DEFAULT_BASE_MODEL))
+    model = tiny_base("bert", num_labels=2)
+    model.resize_token_embeddings(len(tokenizer))
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def script_reference(script_base, tmp_path_factory):
+    """The expert one plain process trains on the same global batch."""
+    out = tmp_path_factory.mktemp("script_ref") / "expert"
+    train_expert(script_base, out)
+    return out
+
+
+@pytest.fixture(scope="module", params=[
+    pytest.param(("deepspeed", "scripts/ds_configs/zero3.json"), id="deepspeed-zero3"),
+    pytest.param(("deepspeed", "scripts/ds_configs/zero2.json"), id="deepspeed-zero2"),
+    pytest.param(("accelerate", "scripts/ds_configs/zero2.json"), id="accelerate-zero2"),
+    pytest.param(("accelerate", "scripts/ds_configs/zero3.json"), id="accelerate-zero3"),
+    pytest.param(("torchrun", None), id="torchrun-ddp"),
+])
+def readme_run(request, script_base, tmp_path_factory):
+    """One README launch line run with 2 CPU processes: (its config, the saved expert's folder, its log)."""
+    launcher, ds_config = request.param
+    out = tmp_path_factory.mktemp(f"{launcher}_{Path(ds_config or 'ddp').stem}") / "expert"
+    return ds_config, out, train_expert(script_base, out, launcher, ds_config)
+
+
+def test_readme_launch_line_saves_a_complete_trained_expert(readme_run, script_reference):
+    from hf_ttmoe import TTLoRAModel
+
+    ds_config, out, log = readme_run
+    # two processes trained, each on half of the global batch; ZeRO-3 partitioned the base as it loaded
+    assert "Instantaneous batch size per device = 4" in log, log[-3000:]
+    assert "Total train batch size (w. parallel, distributed & accumulation) = 8" in log, log[-3000:]
+    assert ("Detected DeepSpeed ZeRO-3" in log) == ("zero3" in str(ds_config))
+    # the saved expert holds every tensor whole (no empty ZeRO-3 partitions), and it trained
+    saved = load_file(out / "model.safetensors")
+    assert {k: v.shape for k, v in saved.items()} == {
+        k: v.shape for k, v in load_file(script_reference / "model.safetensors").items()}
+    assert all(v.numel() > 0 for v in saved.values())
+    assert all(v.abs().sum() > 0 for k, v in saved.items() if k.endswith("ttlora_cores.3"))  # zero at init
+    assert {"train_loss", "test_accuracy", "test_f1"} <= set(json.loads((out / "results.json").read_text()))
+    # it reloads to the weights the run saved
+    state = TTLoRAModel.from_pretrained(out).state_dict()
+    assert all(torch.equal(state[k], v) for k, v in saved.items())
+
+
+def test_readme_launch_line_trains_the_expert_one_process_would(readme_run, script_base, script_reference):
+    """Same start, same global batch: 2 processes train the expert 1 process does (gradients reduced over ranks)."""
+    from transformers import AutoTokenizer
+
+    from hf_ttmoe import TTLoRAModel
+
+    _, out, _ = readme_run
+    saved, want = load_file(out / "model.safetensors"), load_file(script_reference / "model.safetensors")
+    for name, tensor in saved.items():
+        assert rel_err(tensor, want[name]) <= 1e-4, name
+    loss, want_loss = (json.loads((d / "results.json").read_text())["train_loss"] for d in (out, script_reference))
+    assert abs(loss - want_loss) <= 1e-5 * abs(want_loss)
+    # reloaded, it gives the single-process expert's outputs
+    batch = AutoTokenizer.from_pretrained(script_base)(["a wonderful, moving film", "dull and far too long"],
+                                                      padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = TTLoRAModel.from_pretrained(out)(**batch).logits
+        want_logits = TTLoRAModel.from_pretrained(script_reference)(**batch).logits
+    assert rel_err(logits, want_logits) <= 1e-4
