@@ -16,6 +16,16 @@ from .config import DenseMoELoRAConfig
 from .layer import DenseMoELoRALinear
 
 
+@torch.compiler.disable
+def _routed_tokens(router_logits: tuple[torch.Tensor, ...], attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """`stack_router_logits`, always eager under `torch.compile`: the number N of non-padding tokens depends on the
+    mask's values, so the graph breaks here anyway. N is marked dynamic, so that a batch of a shape seen before but
+    with other padding compiles nothing new."""
+    stacked = stack_router_logits(router_logits, attention_mask)  # (L, N, E)
+    torch._dynamo.maybe_mark_dynamic(stacked, 1)
+    return stacked
+
+
 @dataclass
 class DenseMoELoRAOutput(ModelOutput):
     """Outputs of `DenseMoELoRAModel`, following the transformers MoE output contract.
@@ -79,7 +89,7 @@ class DenseMoELoRAModel(AdapterModel):
         router_logits = tuple(layer.router_logits for layer in layers)  # each (B, T, E)
         for layer in layers:
             layer.router_logits = None
-        stacked = stack_router_logits(router_logits, attention_mask)  # (L, N, E): non-padding tokens of every layer
+        stacked = _routed_tokens(router_logits, attention_mask)  # (L, N, E): non-padding tokens of every layer
         aux = load_balancing_loss(stacked, self.config.num_experts, self.config.num_experts_per_tok)
         z = router_z_loss(stacked)
         loss = None
@@ -95,11 +105,13 @@ class DenseMoELoRAModel(AdapterModel):
             hidden_states=getattr(out, "hidden_states", None), attentions=getattr(out, "attentions", None),
         )
 
+    @torch.compiler.disable
     @torch.no_grad()
     def _accumulate_stats(self, stacked: torch.Tensor, aux: torch.Tensor) -> None:
         """Add this forward's routing statistics (`stacked`: `(L, N, E)` router logits of the non-padding tokens) as
         sums (token counts, not fractions), so that sums over steps and over ranks divide into exact global averages.
-        All layers at once, and one device-to-host copy."""
+        All layers at once, and one device-to-host copy. Always eager under `torch.compile`: traced, the growing
+        `routing_stats` dict would be a guard that recompiles the model, and the host copy a graph break anyway."""
         num_experts, top_k = self.config.num_experts, self.config.num_experts_per_tok or 1
         layers, tokens, _ = stacked.shape
         flat = stacked.detach().reshape(-1, num_experts)  # (L·N, E)

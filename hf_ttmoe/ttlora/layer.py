@@ -114,6 +114,8 @@ class TTLoRALinear(nn.Module):
         if self.shared_factors is not None:
             return self.shared_factors
         cores = list(self.ttlora_cores)
+        if torch.compiler.is_compiling():  # built inside the graph: the compiler fuses the chain, and a cache keyed on
+            return self._build_scaled_factors(cores)  # storage addresses would break the graph at every layer
         cacheable = not (torch.is_grad_enabled() and cores[0].requires_grad) and not hasattr(cores[0], "ds_id")
         cache = self._factor_cache
         if cacheable and cache is not None and all(
@@ -121,13 +123,16 @@ class TTLoRALinear(nn.Module):
             for c, held, version in zip(cores, cache[0], cache[1], strict=True)
         ):
             return cache[2], cache[3]
-        u, v = pad_rank(*tt.tt_factors(cores, self.num_in_modes))  # (out, r), (r, in)
-        u = u * self.scaling
+        u, v = self._build_scaled_factors(cores)
         if cacheable:  # the detached cores share storage and version counter with each core
             self._factor_cache = ([c.detach() for c in cores], [c._version for c in cores], u, v)
         else:
             self._factor_cache = None
         return u, v
+
+    def _build_scaled_factors(self, cores: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        u, v = pad_rank(*tt.tt_factors(cores, self.num_in_modes))  # (out, r), (r, in)
+        return u * self.scaling, v
 
     def delta_weight(self) -> torch.Tensor:
         """The scaled update `scaling · ΔW`, `(out, in)`."""
