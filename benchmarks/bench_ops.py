@@ -14,27 +14,11 @@ import argparse
 import copy
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 from hf_ttmoe import DenseMoELoRAConfig, DenseMoELoRAModel, TTLoRAConfig, TTLoRAModel
+from hf_ttmoe.testing import top_level_ops
 
 from .common import bench_base, save
-
-
-def top_level_ops(step) -> int:
-    """ATen ops of `step()` that no other ATen op encloses."""
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        step()
-
-    def enclosed(event) -> bool:
-        parent = event.cpu_parent
-        while parent is not None:
-            if parent.name.startswith("aten::"):
-                return True
-            parent = parent.cpu_parent
-        return False
-
-    return sum(1 for e in prof.events() if e.name.startswith("aten::") and not enclosed(e))
 
 
 def models(base) -> dict:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import randomize_, rel_err, tiny_base, tiny_batch
-from torch.profiler import ProfilerActivity, profile
 
 from hf_ttmoe import TTLoRAConfig, TTLoRAModel
 from hf_ttmoe.adapter import AdapterModel
+from hf_ttmoe.testing import top_level_ops
 from hf_ttmoe.ttlora.shared_factors import factor_groups
 
 TOL = 1e-5
@@ -70,21 +70,6 @@ def test_sharing_stays_out_of_inference_and_merged_layers():
         assert seen and all(seen)
     finally:
         type(layer).scaled_factors = original
-
-
-def top_level_ops(fn) -> int:
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        fn()
-
-    def enclosed(event) -> bool:
-        parent = event.cpu_parent
-        while parent is not None:
-            if parent.name.startswith("aten::"):
-                return True
-            parent = parent.cpu_parent
-        return False
-
-    return sum(1 for e in prof.events() if e.name.startswith("aten::") and not enclosed(e))
 
 
 def test_shared_factors_launch_fewer_ops_as_layers_grow():
