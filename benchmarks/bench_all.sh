@@ -17,9 +17,12 @@ run() {  # module in benchmarks/, then its arguments
 }
 run bench_ttlora layer --dims 384 2048 --batches 2 32 128 --reps 9
 run bench_ttlora step --reps 7
+run bench_ttlora step --cpu_time --reps 9
+run bench_ops
 run bench_ttlora merged --reps 25
 run bench_ttlora quality --glue_dir "$GLUE" --tt_lrs 2e-3 5e-3 1e-2 2e-2 --lora_lrs 5e-4 1e-3 2e-3 5e-3
 run bench_moe_lora layer --reps 15
+run bench_moe_lora layer --cpu_time --reps 7
 run bench_moe_lora step --reps 7
 run bench_moe_lora quality --glue_dir "$GLUE" --max_train_samples 4000 --epochs 2 --moe_alpha 64
 run bench_moe compose
@@ -27,3 +30,5 @@ run bench_moe e2e
 run bench_moe mixed
 run bench_glue_moe --glue_dir "$GLUE"
 run bench_distributed
+run bench_from_lora --resume
+run bench_serve
