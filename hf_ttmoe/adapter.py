@@ -15,6 +15,7 @@ import os
 from dataclasses import field
 from typing import ClassVar
 
+import torch
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -62,6 +63,12 @@ def base_signature(config: PreTrainedConfig) -> dict:
     """The facts about a base model that adapters trained on it depend on."""
     keys = ("model_type", "hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads")
     return {k: getattr(config, k, None) for k in keys}
+
+
+def as_dtype(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`x` in `dtype`, with no op at all when it already is (each op is a kernel launch on a GPU): the adapter layers'
+    casts between the base's and the adapter's dtypes."""
+    return x if x.dtype == dtype else x.to(dtype)
 
 
 class AdapterConfig(PreTrainedConfig):

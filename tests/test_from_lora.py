@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from hf_ttmoe import TTLoRAModel, TTLoRAMoEModel
 from hf_ttmoe.io import ExpertNotFoundError
-from hf_ttmoe.testing import HubServer, client_settings
+from hf_ttmoe.testing import HubServer, use_hub
 
 TOL = 1e-4
 TARGETS = {"bert": ["query", "value"], "llama": ["q_proj", "v_proj"]}
@@ -197,11 +197,7 @@ def test_imports_compose_into_a_moe_and_reload_exactly(tmp_path):
 @pytest.fixture
 def hub(tmp_path, monkeypatch):
     with HubServer(tmp_path / "hub") as server:
-        environment, attributes = client_settings(server.url, server.token, tmp_path / "hf_cache")
-        for key, value in environment.items():
-            monkeypatch.setenv(key, value)
-        for obj, name, value in attributes:
-            monkeypatch.setattr(obj, name, value)
+        use_hub(monkeypatch, server.url, server.token, tmp_path / "hf_cache")
         yield server
 
 

@@ -22,7 +22,7 @@ from hf_ttmoe.hub import (
     IncompatibleExpertError,
     push_experts,
 )
-from hf_ttmoe.testing import TOKEN, HubServer, client_settings
+from hf_ttmoe.testing import TOKEN, HubServer, use_hub
 from hub_cards import AUTO_END, AUTO_START, TrainingFacts
 
 NUM_LABELS = (2, 3)
@@ -42,11 +42,7 @@ class Client:
         self.api = None
 
     def set(self, offline: bool) -> None:
-        environment, attributes = client_settings(self.server.url, self.server.token, self.cache, offline=offline)
-        for key, value in environment.items():
-            self.monkeypatch.setenv(key, value)
-        for obj, name, value in attributes:
-            self.monkeypatch.setattr(obj, name, value)
+        use_hub(self.monkeypatch, self.server.url, self.server.token, self.cache, offline=offline)
         self.api = HfApi()
 
     def online(self) -> None:

@@ -12,7 +12,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Text
 
 from hf_ttmoe import DEFAULT_BASE_MODEL, TTLoRAModel, TTLoRAMoEModel, load_tokenizer
 from hf_ttmoe.pipelines import AdapterClassificationPipeline, TTLoRAMoEClassificationPipeline
-from hf_ttmoe.testing import HubServer, client_settings
+from hf_ttmoe.testing import HubServer, use_hub
 
 TOL = 1e-5
 
@@ -165,11 +165,7 @@ def test_pipeline_from_hub_ids(pools, tmp_path, monkeypatch):
     want = local(TEXTS, batch_size=len(TEXTS))
     want_expert = pipeline("text-classification", model=str(experts[0]))(TEXTS)
     with HubServer(tmp_path / "hub") as hub:
-        environment, attributes = client_settings(hub.url, hub.token, tmp_path / "cache")
-        for key, value in environment.items():
-            monkeypatch.setenv(key, value)
-        for obj, name, value in attributes:
-            monkeypatch.setattr(obj, name, value)
+        use_hub(monkeypatch, hub.url, hub.token, tmp_path / "cache")
         local.model.push_to_hub("org/tiny-moe")  # its experts first (org/bert-expert0, ...), pinned, then the router
         from_hub = pipeline("text-classification", model="org/tiny-moe")
         assert type(from_hub) is TTLoRAMoEClassificationPipeline

@@ -50,26 +50,23 @@ def test_shared_factors_give_each_layers_outputs_and_gradients(kind, tt_rank, ta
     assert all(layer.shared_factors is None for layer in model.adapter_layers())  # nothing held past the forward
 
 
-def test_sharing_stays_out_of_inference_and_merged_layers():
+def test_sharing_stays_out_of_inference_and_merged_layers(monkeypatch):
     model = expert("bert", 5, None)
-    layer = model.adapter_layers()[0]
+    layer_cls = type(model.adapter_layers()[0])
     seen = []
-    original = type(layer).scaled_factors
+    original = layer_cls.scaled_factors
 
     def spy(self):
         seen.append(self.shared_factors is not None)
         return original(self)
 
-    type(layer).scaled_factors = spy
-    try:
-        with torch.no_grad():
-            model(**tiny_batch())
-        assert seen and not any(seen)  # without gradient each layer's cached factors serve
-        seen.clear()
+    monkeypatch.setattr(layer_cls, "scaled_factors", spy)
+    with torch.no_grad():
         model(**tiny_batch())
-        assert seen and all(seen)
-    finally:
-        type(layer).scaled_factors = original
+    assert seen and not any(seen)  # without gradient each layer's cached factors serve
+    seen.clear()
+    model(**tiny_batch())
+    assert seen and all(seen)
 
 
 def test_shared_factors_launch_fewer_ops_as_layers_grow():

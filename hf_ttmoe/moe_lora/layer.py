@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..adapter import as_dtype
+
 
 def gate_weights(logits: torch.Tensor, top_k: int | None) -> torch.Tensor:
     """Per-token mixture weights `(..., E)` from router logits: softmax, or top-k renormalized over the chosen k.
@@ -19,11 +21,6 @@ def gate_weights(logits: torch.Tensor, top_k: int | None) -> torch.Tensor:
         return probs
     top, idx = probs.topk(top_k, dim=-1)  # (..., k)
     return torch.zeros_like(probs).scatter(-1, idx, top / top.sum(-1, keepdim=True))
-
-
-def _as(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """`x` in `dtype`, with no op at all when it already is (each op is a kernel launch on a GPU)."""
-    return x if x.dtype == dtype else x.to(dtype)
 
 
 class DenseMoELoRALinear(nn.Module):
@@ -71,11 +68,11 @@ class DenseMoELoRALinear(nn.Module):
         """Router logits `(..., E)` for inputs `(..., in)`."""
         if self.training and self.jitter_noise > 0:
             x = x * torch.empty_like(x).uniform_(1.0 - self.jitter_noise, 1.0 + self.jitter_noise)
-        return self.moelora_gate(_as(x, self.moelora_gate.weight.dtype))
+        return self.moelora_gate(as_dtype(x, self.moelora_gate.weight.dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         result = self.base_layer(x)
-        xa = _as(x, self.moelora_A.dtype)
+        xa = as_dtype(x, self.moelora_A.dtype)
         if self.training and (self.jitter_noise > 0 or isinstance(self.dropout, nn.Dropout)):
             logits = self.route(x)  # (..., E): the gate and the experts see differently perturbed inputs
             h = F.linear(self.dropout(xa), self.moelora_A)  # (..., E·r)
@@ -84,7 +81,7 @@ class DenseMoELoRALinear(nn.Module):
             h, logits = both.split([self.moelora_A.shape[0], self.num_experts], dim=-1)
         self.router_logits = logits
         scale = gate_weights(logits, self.top_k) @ self.expert_scale  # (..., E·r): gate weight · scaling per slice
-        return result + _as(F.linear(h * scale, self.moelora_B), result.dtype)
+        return result + as_dtype(F.linear(h * scale, self.moelora_B), result.dtype)
 
     def extra_repr(self) -> str:
         return f"num_experts={self.num_experts}, rank={self.rank}, top_k={self.top_k}, scaling={self.scaling:g}"

@@ -712,6 +712,16 @@ def client_settings(url: str, token: str, cache_dir: str | os.PathLike, offline:
     return environment, attributes
 
 
+def use_hub(monkeypatch, url: str, token: str, cache_dir: str | os.PathLike, offline: bool = False) -> None:
+    """Point this process's `huggingface_hub` (and transformers) at `url` through pytest's `monkeypatch`, which
+    undoes it after the test: `client_settings` applied with `setenv` / `setattr`."""
+    environment, attributes = client_settings(url, token, cache_dir, offline=offline)
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    for obj, name, value in attributes:
+        monkeypatch.setattr(obj, name, value)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Serve until interrupted, after printing the environment that points `huggingface_hub` at this server."""
     import argparse

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import tt
+from ..adapter import as_dtype
 
 CPU_RANK_MULTIPLE = 16
 CORE_TAG = ".ttlora_cores."  # saved names: "<module path>.ttlora_cores.<j>"
@@ -24,11 +25,6 @@ def pad_rank(u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
         return u, v
     pad = CPU_RANK_MULTIPLE - u.shape[-1] % CPU_RANK_MULTIPLE
     return F.pad(u, (0, pad)), F.pad(v, (0, 0, 0, pad))
-
-
-def _as(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """`x` in `dtype`, with no op at all when it already is (each op is a kernel launch on a GPU)."""
-    return x if x.dtype == dtype else x.to(dtype)
 
 
 class TTLoRALinear(nn.Module):
@@ -141,7 +137,7 @@ class TTLoRALinear(nn.Module):
     def adapter_forward(self, x: torch.Tensor) -> torch.Tensor:
         """`scaling · x ΔWᵀ` by the configured path; `x: (..., in)` -> `(..., out)`."""
         cores = list(self.ttlora_cores)
-        x = self.dropout(_as(x, cores[0].dtype))
+        x = self.dropout(as_dtype(x, cores[0].dtype))
         if self.forward_impl == "factors":
             u, v = self.scaled_factors()  # (out, r), (r, in)
             return F.linear(F.linear(x, v), u)  # (..., r) -> (..., out)
@@ -154,7 +150,7 @@ class TTLoRALinear(nn.Module):
             self._check_merged()
             return self.base_layer(x)
         result = self.base_layer(x)
-        return result + _as(self.adapter_forward(x), result.dtype)
+        return result + as_dtype(self.adapter_forward(x), result.dtype)
 
     # ----- merging -----
 
