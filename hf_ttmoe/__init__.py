@@ -5,7 +5,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassificati
 from . import hub, io, pipelines, tt
 from ._version import __version__
 from .adapter import DEFAULT_BASE_MODEL, AdapterConfig, AdapterModel, load_base_model, load_tokenizer
-from .data import EMBEDDED_TASKS, load_task, mixed_tasks, tokenize_task
+from .data import EMBEDDED_TASKS, load_files, load_task, mixed_tasks, tokenize_task
 from .hub import push_experts
 from .moe_lora import DenseMoELoRAConfig, DenseMoELoRALinear, DenseMoELoRAModel, DenseMoELoRAOutput
 from .saved_model import SavedModel
@@ -46,6 +46,7 @@ __all__ = [
     "hub",
     "io",
     "load_base_model",
+    "load_files",
     "load_task",
     "load_tokenizer",
     "mixed_tasks",

@@ -6,6 +6,9 @@ Every task has a `text` column (plus `text_pair` for sentence pairs) and a `labe
   `rotten_tomatoes`, `bbc_news`, `tweet_sentiment`, `language_id`.
 - GLUE TSV folders (`sst2`, `mrpc`) from `glue_dir=` or `$HF_TTMOE_GLUE_DIR`.
 - Any Hub dataset by name for online users: `hub:<dataset>[:<config>]`.
+- Users' own files (`load_files`): CSV, TSV, JSON or JSON Lines with columns `text`, optional `text_pair`, `label`
+  (label names or ids); a task folder holding `train.<ext>` (+ `validation.<ext>` or `dev.<ext>`, `test.<ext>`) is a
+  task by its path, or by its name inside `tasks_dir=` / `$HF_TTMOE_TASKS_DIR`.
 
 Where we make a split ourselves (embedded corpora, MRPC validation, Hub datasets lacking a split) it is stratified by
 label, and sample caps are stratified too. Seeds go through `random.Random(str)`, which does not depend on
@@ -18,6 +21,7 @@ import bz2
 import csv
 import functools
 import importlib.util
+import json
 import os
 import random
 import re
@@ -303,6 +307,183 @@ def _hub(spec: str, seed: int, text_column: str = "text", text_pair_column: str 
     return _to_dataset_dict(splits, label_names, pair=bool(text_pair_column))
 
 
+FILE_FORMATS = (".csv", ".tsv", ".json", ".jsonl")
+FILE_COLUMNS = ("text", "text_pair", "label")  # text_pair optional
+SPLIT_FILE_STEMS = {"train": ("train",), "validation": ("validation", "dev", "valid"), "test": ("test",)}
+
+
+class DataFileError(ValueError):
+    """A user data file that cannot be read as labelled rows; the message names the file, the line and what was
+    expected."""
+
+
+def _file_records(path: Path):
+    """`(line, record)` pairs of a data file, `record` a dict of column -> raw value (`str`, or JSON scalars)."""
+    suffix = path.suffix.lower()
+    if suffix not in FILE_FORMATS:
+        raise DataFileError(f"{str(path)!r}: unknown format {suffix or '(no extension)'!r}; valid: {FILE_FORMATS}.")
+    if suffix in (".csv", ".tsv"):
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            # TSV as GLUE writes it: no quoting (sentences hold unbalanced quotes); CSV with standard quoting
+            reader = (csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if suffix == ".tsv"
+                      else csv.DictReader(f))
+            header = reader.fieldnames or []
+            _check_header(path, header)
+            for record in reader:
+                if None in record or None in record.values():  # DictReader's marks of extra / missing fields
+                    fields = sum(v is not None for k, v in record.items() if k is not None) + len(record.get(None, []))
+                    raise DataFileError(f"{str(path)!r} line {reader.line_num}: {fields} fields where the header "
+                                        f"{header} has {len(header)}.")
+                yield reader.line_num, record
+        return
+    text = path.read_text(encoding="utf-8-sig")
+    if suffix == ".json" and text.lstrip().startswith("["):  # a JSON array of objects; else JSON Lines
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataFileError(f"{str(path)!r} line {e.lineno}: not valid JSON ({e.msg}).") from None
+        records = [(f"item {i}", item) for i, item in enumerate(items)]
+    else:
+        records = []
+        for line, raw in enumerate(text.splitlines(), start=1):
+            if raw.strip():
+                try:
+                    records.append((f"line {line}", json.loads(raw)))
+                except json.JSONDecodeError as e:
+                    raise DataFileError(f"{str(path)!r} line {line}: not a JSON object ({e.msg}); expected one "
+                                        "object per line (JSON Lines) or one JSON array of objects.") from None
+    for where, record in records:
+        if not isinstance(record, dict):
+            raise DataFileError(f"{str(path)!r} {where}: {type(record).__name__} where an object with keys "
+                                f"{list(FILE_COLUMNS)} was expected.")
+        _check_header(path, list(record), where)
+        yield where, record
+
+
+def _check_header(path: Path, columns: list, where: str = "header") -> None:
+    if missing := [c for c in ("text", "label") if c not in columns]:
+        raise DataFileError(f"{str(path)!r} {where}: no column(s) {missing}; found {columns}. Expected columns "
+                            "'text', optional 'text_pair', and 'label' (a label name or id).")
+
+
+def _read_file(path: Path) -> tuple[list[tuple], bool]:
+    """Rows `(text[, text_pair], raw_label, where)` of one file, and whether it has a `text_pair` column."""
+    if not path.is_file():
+        raise FileNotFoundError(f"Data file {str(path)!r} not found.")
+    rows, pair = [], None
+    for where, record in _file_records(path):
+        where = where if isinstance(where, str) else f"line {where}"
+        if pair is None:
+            pair = "text_pair" in record
+        elif ("text_pair" in record) != pair:
+            raise DataFileError(f"{str(path)!r} {where}: " + ("a 'text_pair' the first row lacks" if not pair else
+                                "no 'text_pair' where the first row has one") + "; every row needs the same keys.")
+        texts = [record.get(c) for c in (("text", "text_pair") if pair else ("text",))]
+        for column, value in zip(("text", "text_pair"), texts):
+            if not isinstance(value, str) or not value.strip():
+                raise DataFileError(f"{str(path)!r} {where}: {column!r} is {value!r}; expected non-empty text.")
+        label = record["label"]
+        if isinstance(label, bool) or not isinstance(label, (str, int)) or label == "":
+            raise DataFileError(f"{str(path)!r} {where}: label {label!r}; expected a label name or an integer id.")
+        rows.append((*(_clean(t) for t in texts), str(label).strip(), where))
+    if not rows:
+        raise DataFileError(f"{str(path)!r} holds no rows.")
+    return rows, bool(pair)
+
+
+def _label_ids(files: dict[str, tuple[Path, list[tuple]]], label_names: list[str] | None) -> list[str]:
+    """Label names in id order: `label_names` if given; else, when every train label is an integer, `"0" .. "max"`;
+    else the train file's names, sorted (the same order whatever the row order)."""
+    if label_names is not None:
+        return list(label_names)
+    path, rows = files["train"]
+    values = {row[-2] for row in rows}
+    if all(v.lstrip("-").isdigit() for v in values):
+        if negative := next((row for row in rows if int(row[-2]) < 0), None):
+            raise DataFileError(f"{str(path)!r} {negative[-1]}: label id {negative[-2]} is negative; ids count "
+                                "from 0.")
+        return [str(i) for i in range(max(int(v) for v in values) + 1)]
+    return sorted(values)
+
+
+def load_files(
+    train_file: str | os.PathLike,
+    validation_file: str | os.PathLike | None = None,
+    test_file: str | os.PathLike | None = None,
+    *,
+    seed: int = 42,
+    label_names: list[str] | None = None,
+    max_train_samples: int | None = None,
+    max_eval_samples: int | None = None,
+) -> DatasetDict:
+    """A task from a user's files: CSV, TSV (no quoting), JSON (an array of objects, or JSON Lines) or JSON Lines.
+
+    Each row has `text`, optional `text_pair` (all files alike) and `label`: a label name, or an integer id. Label ids
+    follow `label_names` when given (a label may then be a name in it or an id below its length); otherwise all-integer
+    labels are ids (names "0", "1", ...) and names are numbered in sorted order. A missing validation or test file is
+    carved from train, stratified by label and deterministic for `seed`, as for the embedded tasks; the caps are
+    stratified and deterministic too (see `load_task`).
+
+    Raises:
+        DataFileError: a file that cannot be read as rows, naming the file, the line and what was expected.
+    """
+    _check_cap("max_train_samples", max_train_samples)
+    _check_cap("max_eval_samples", max_eval_samples)
+    given = {"train": train_file, "validation": validation_file, "test": test_file}
+    files = {split: (Path(f), _read_file(Path(f))) for split, f in given.items() if f is not None}
+    pairs = {split: pair for split, (_, (_, pair)) in files.items()}
+    if len(set(pairs.values())) > 1:
+        raise DataFileError(f"Files disagree on the 'text_pair' column: {pairs}; all splits need the same columns.")
+    files = {split: (path, rows) for split, (path, (rows, _)) in files.items()}
+    names = _label_ids(files, label_names)
+    index = {name: i for i, name in enumerate(names)}
+    splits = {}
+    for split, (path, rows) in files.items():
+        out = []
+        for *texts, label, where in rows:
+            label_id = index.get(label)
+            if label_id is None and label.isdigit() and int(label) < len(names) and label_names is not None:
+                label_id = int(label)
+            if label_id is None:
+                raise DataFileError(f"{str(path)!r} {where}: label {label!r} is not one of {names}"
+                                    + (" (the train file's labels)." if label_names is None else "."))
+            out.append((*texts, label_id))
+        splits[split] = out
+    if held_out := tuple(s for s in SPLITS[1:] if s not in splits):
+        splits.update(_stratified_split(splits["train"], seed, held_out))
+    return _capped(_to_dataset_dict(splits, names, pair=pairs["train"]), max_train_samples, max_eval_samples, seed)
+
+
+def task_folder_files(folder: str | os.PathLike) -> dict[str, Path]:
+    """The split files of a task folder: `train.<ext>`, and `validation.<ext>` (or `dev`, `valid`) and `test.<ext>`
+    where present, `<ext>` one of `FILE_FORMATS`."""
+    folder = Path(folder)
+    found = {}
+    for split, stems in SPLIT_FILE_STEMS.items():
+        candidates = [folder / f"{stem}{ext}" for stem in stems for ext in FILE_FORMATS
+                      if (folder / f"{stem}{ext}").is_file()]
+        if len(candidates) > 1:
+            raise DataFileError(f"Task folder {str(folder)!r} holds {len(candidates)} {split} files "
+                                f"{[c.name for c in candidates]}; keep one.")
+        if candidates:
+            found[split] = candidates[0]
+    if "train" not in found:
+        raise FileNotFoundError(f"Task folder {str(folder)!r} has no train file; expected train.<ext> with <ext> one "
+                                f"of {FILE_FORMATS} (and optionally validation/dev and test files).")
+    return found
+
+
+def _task_folder(name: str, tasks_dir: str | os.PathLike | None) -> Path | None:
+    """The folder a task name stands for: a path to a task folder, or `<tasks_dir>/<name>` (tasks_dir defaulting
+    to `$HF_TTMOE_TASKS_DIR`); None when neither exists."""
+    if Path(name).is_dir():
+        return Path(name)
+    tasks_dir = tasks_dir or os.environ.get("HF_TTMOE_TASKS_DIR")
+    if tasks_dir and (Path(tasks_dir) / name).is_dir():
+        return Path(tasks_dir) / name
+    return None
+
+
 def _cap(ds: Dataset, n: int | None, seed: int) -> Dataset:
     """`n` rows of `ds`, stratified by label (largest-remainder quotas), in their original order; deterministic."""
     if n is None or n >= len(ds):
@@ -334,16 +515,22 @@ def load_task(
     max_train_samples: int | None = None,
     max_eval_samples: int | None = None,
     glue_dir: str | os.PathLike | None = None,
+    tasks_dir: str | os.PathLike | None = None,
+    label_names: list[str] | None = None,
     **hub_kwargs,
 ) -> DatasetDict:
     """Load a task as train / validation / test splits with `text` (`text_pair`) and `label` (`ClassLabel`) columns.
 
     Args:
-        name: an `EMBEDDED_TASKS` name, a `GLUE_TASKS` name, or `hub:<dataset>[:<config>]`.
+        name: an `EMBEDDED_TASKS` name, a `GLUE_TASKS` name, `hub:<dataset>[:<config>]`, a task folder of user files
+            (see `task_folder_files`), or the name of such a folder inside `tasks_dir`.
         seed: seed of the splits we make (embedded tasks, MRPC validation, Hub datasets lacking a split) and of caps.
         max_train_samples: deterministic stratified cap on train.
         max_eval_samples: deterministic stratified cap on validation and on test.
         glue_dir: folder holding the `sst2/` and `mrpc/` TSV folders (default `$HF_TTMOE_GLUE_DIR`).
+        tasks_dir: folder of task folders (default `$HF_TTMOE_TASKS_DIR`), for tasks named by folder name.
+        label_names: the label names a model was trained with, in id order: a folder task maps its labels to them;
+            any other task must have exactly these names (an expert's label order is checked, never assumed).
         hub_kwargs: for `hub:` tasks only: `text_column` ("text"), `text_pair_column` (None), `label_column`
             ("label"), and any `datasets.load_dataset` keyword (`data_files=`, `revision=`, ...).
     """
@@ -359,11 +546,26 @@ def load_task(
         splits = _glue(name, glue_dir, seed)
     elif name.startswith("hub:"):
         splits = _hub(name[4:], seed, **hub_kwargs)
+    elif (folder := _task_folder(name, tasks_dir)) is not None:
+        files = task_folder_files(folder)
+        splits = load_files(files["train"], files.get("validation"), files.get("test"), seed=seed,
+                            label_names=label_names)  # capped below
     else:
         raise ValueError(
-            f"Unknown task {name!r}; valid: {sorted(EMBEDDED_TASKS)}, {sorted(GLUE_TASKS)} or "
-            "'hub:<dataset>[:<config>]'."
+            f"Unknown task {name!r}; valid: {sorted(EMBEDDED_TASKS)}, {sorted(GLUE_TASKS)}, "
+            "'hub:<dataset>[:<config>]', a task folder of train/validation/test files, or a folder name inside "
+            "tasks_dir= ($HF_TTMOE_TASKS_DIR"
+            + (f" = {os.environ['HF_TTMOE_TASKS_DIR']!r})." if os.environ.get("HF_TTMOE_TASKS_DIR") else ", unset).")
         )
+    found = splits["train"].features["label"].names
+    if label_names is not None and list(label_names) != found:
+        raise ValueError(f"Task {name!r} has labels {found} where {list(label_names)} were expected (the labels, in "
+                         "id order, that the model was trained with).")
+    return _capped(splits, max_train_samples, max_eval_samples, seed)
+
+
+def _capped(splits: DatasetDict, max_train_samples: int | None, max_eval_samples: int | None,
+            seed: int) -> DatasetDict:
     return DatasetDict({
         s: _cap(ds, max_train_samples if s == "train" else max_eval_samples, seed) for s, ds in splits.items()
     })
@@ -419,11 +621,15 @@ def mixed_tasks(tasks: dict[str, DatasetDict], split: str, max_per_task: int | N
 
 __all__ = [
     "EMBEDDED_TASKS",
+    "FILE_FORMATS",
     "GLUE_TASKS",
+    "DataFileError",
     "EmbeddedTask",
     "GlueTask",
+    "load_files",
     "load_task",
     "mixed_tasks",
+    "task_folder_files",
     "task_label_names",
     "tokenize_task",
 ]

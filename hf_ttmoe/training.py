@@ -13,21 +13,40 @@ from transformers import DataCollatorWithPadding, HfArgumentParser, Trainer, Tra
 from .distributed import check_deepspeed_config, init_deepspeed_comm
 from .io import atomic_write
 
+DEFAULT_TASK = "rotten_tomatoes"
+
 
 @dataclass
 class DataArguments:
-    """Which task to train on and how to prepare it."""
+    """Which task to train on and how to prepare it: a named task, or a user's files (as transformers' examples)."""
 
-    task: str = field(
-        default="rotten_tomatoes",
-        metadata={"help": "Embedded task (rotten_tomatoes, bbc_news, tweet_sentiment, language_id), GLUE task "
-                  "(sst2, mrpc; needs --glue_dir), or hub:<dataset>[:<config>]."},
+    task: str | None = field(
+        default=None,
+        metadata={"help": f"Embedded task (rotten_tomatoes, bbc_news, tweet_sentiment, language_id), GLUE task "
+                  "(sst2, mrpc; needs --glue_dir), hub:<dataset>[:<config>], a task folder (train/validation/test "
+                  "files) or a folder name inside --tasks_dir. With --train_file: the name recorded for the task "
+                  f"(default: the train file's folder name). Default {DEFAULT_TASK}."},
     )
+    train_file: str | None = field(
+        default=None, metadata={"help": "CSV, TSV, JSON or JSON Lines file with columns text, [text_pair,] label."})
+    validation_file: str | None = field(default=None, metadata={"help": "Same layout; default: carved from train."})
+    test_file: str | None = field(default=None, metadata={"help": "Same layout; default: carved from train."})
     glue_dir: str | None = field(default=None, metadata={"help": "Folder with glue/<task>/*.tsv files."})
+    tasks_dir: str | None = field(default=None, metadata={"help": "Folder of task folders, for tasks named by "
+                                                          "folder name (default $HF_TTMOE_TASKS_DIR)."})
     max_length: int = field(default=128, metadata={"help": "Truncate inputs to this many tokens."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Cap the training split (deterministic)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Cap validation/test splits."})
     split_seed: int = field(default=42, metadata={"help": "Seed of the train/validation/test split and caps."})
+
+    def __post_init__(self):
+        if self.train_file is None:
+            if self.validation_file or self.test_file:
+                raise ValueError("--validation_file / --test_file need --train_file.")
+            self.task = self.task or DEFAULT_TASK
+        elif self.task is None:
+            path = os.path.abspath(self.train_file)
+            self.task = os.path.basename(os.path.dirname(path)) or os.path.splitext(os.path.basename(path))[0]
 
 
 def parse_arguments(dataclass_types: tuple, argv: list[str] | None, learning_rate: float) -> tuple:
@@ -55,17 +74,22 @@ def compute_metrics(eval_pred) -> dict[str, float]:
     }
 
 
+def load_data(data_args: DataArguments, label_names: list[str] | None = None):
+    """The splits `data_args` name: the user's files when `--train_file` is given, else the task."""
+    from .data import load_files, load_task
+
+    caps = {"seed": data_args.split_seed, "max_train_samples": data_args.max_train_samples,
+            "max_eval_samples": data_args.max_eval_samples, "label_names": label_names}
+    if data_args.train_file is None:
+        return load_task(data_args.task, glue_dir=data_args.glue_dir, tasks_dir=data_args.tasks_dir, **caps)
+    return load_files(data_args.train_file, data_args.validation_file, data_args.test_file, **caps)
+
+
 def load_tokenized(data_args: DataArguments, tokenizer):
     """The task's splits, tokenized (no padding: the collator pads per batch), and its label names."""
-    from .data import load_task, tokenize_task
+    from .data import tokenize_task
 
-    splits = load_task(
-        data_args.task,
-        seed=data_args.split_seed,
-        max_train_samples=data_args.max_train_samples,
-        max_eval_samples=data_args.max_eval_samples,
-        glue_dir=data_args.glue_dir,
-    )
+    splits = load_data(data_args)
     label_names = splits["train"].features["label"].names
     return tokenize_task(splits, tokenizer, max_length=data_args.max_length), label_names
 

@@ -33,6 +33,8 @@ class EvalArguments:
     max_length: int = field(default=64, metadata={"help": "Truncate inputs to this many tokens."})
     batch_size: int = field(default=64, metadata={"help": "Evaluation batch size."})
     glue_dir: str | None = field(default=None, metadata={"help": "Folder of GLUE TSVs, for sst2 / mrpc experts."})
+    tasks_dir: str | None = field(default=None, metadata={"help": "Folder of task folders (user files), for experts "
+                                                          "trained with --train_file (default $HF_TTMOE_TASKS_DIR)."})
     split_seed: int = field(default=42, metadata={"help": "Seed of the task splits (as the experts used)."})
 
 
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
     moe = TTLoRAMoEModel.from_pretrained(args.moe)
     tokenizer = load_tokenizer(moe.config)
     data = mixed_router_data(moe, moe.tasks, args.split, args.max_per_task, args.max_length, args.glue_dir,
-                             args.split_seed, tokenizer)
+                             args.split_seed, tokenizer, args.tasks_dir)
     result = report(moe, predict(moe, data, tokenizer, args.batch_size))
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)

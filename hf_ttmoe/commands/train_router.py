@@ -35,6 +35,8 @@ class RouterArguments:
     max_per_task: int | None = field(default=500, metadata={"help": "Training rows per task."})
     max_length: int = field(default=64, metadata={"help": "Truncate inputs to this many tokens."})
     glue_dir: str | None = field(default=None, metadata={"help": "Folder of GLUE TSVs, for sst2 / mrpc experts."})
+    tasks_dir: str | None = field(default=None, metadata={"help": "Folder of task folders (user files), for experts "
+                                                          "trained with --train_file (default $HF_TTMOE_TASKS_DIR)."})
     split_seed: int = field(default=42, metadata={"help": "Seed of the task splits (as the experts used)."})
     use_trainer: bool = field(default=False, metadata={"help": "Train through the model with Trainer."})
     router_epochs: int = field(default=30, metadata={"help": "Epochs over the cached features."})
@@ -42,9 +44,11 @@ class RouterArguments:
 
 
 def mixed_router_data(moe: TTLoRAMoEModel, tasks: list[str], split: str, max_per_task: int | None,
-                      max_length: int, glue_dir: str | None, seed: int, tokenizer):
-    """The tasks' rows of `split`, shuffled together, tokenized, with `task_ids` = expert index."""
-    splits = {t: load_task(t, seed=seed, glue_dir=glue_dir) for t in tasks}
+                      max_length: int, glue_dir: str | None, seed: int, tokenizer, tasks_dir: str | None = None):
+    """The tasks' rows of `split`, shuffled together, tokenized, with `task_ids` = expert index. Each task's labels
+    must be its expert's, in the expert's id order (a task of user files is mapped to them)."""
+    splits = {t: load_task(t, seed=seed, glue_dir=glue_dir, tasks_dir=tasks_dir, label_names=names)
+              for t, names in zip(tasks, moe.label_names, strict=True)}
     mixed = mixed_tasks(splits, split, max_per_task=max_per_task, seed=seed)
 
     def encode(row):
@@ -68,7 +72,7 @@ def main(argv: list[str] | None = None) -> TTLoRAMoEModel:
             entry["task"] = task
     tokenizer = load_tokenizer(moe.config)
     data = mixed_router_data(moe, moe.tasks, "train", args.max_per_task, args.max_length, args.glue_dir,
-                             args.split_seed, tokenizer).remove_columns("labels")
+                             args.split_seed, tokenizer, args.tasks_dir).remove_columns("labels")
     print(f"Router over {len(moe.tasks)} experts {moe.tasks}, router_layer={args.router_layer}, "
           f"{sum(p.numel() for p in moe.router.parameters()):,} router parameters, {len(data)} training rows")
     torch.manual_seed(training_args.seed)
