@@ -17,6 +17,7 @@ import time
 import torch
 from torch import nn
 
+from benchmarks.bench_quality import MODULE_SETS
 from benchmarks.common import (
     add_layer_timing_args,
     dispatch,
@@ -186,12 +187,13 @@ def bench_quality(args) -> None:
     from hf_ttmoe.training import DataArguments, compute_metrics, load_tokenized
 
     config = TTLoRAConfig(base_model_name_or_path=args.base_model, num_labels=2, task="sst2", alpha=args.tt_alpha,
-                          tt_rank=args.tt_rank)
+                          tt_rank=args.tt_rank, target_modules=MODULE_SETS[args.modules]["tt"])
     tokenizer = load_tokenizer(config)
     data_args = DataArguments(task="sst2", glue_dir=args.glue_dir, max_length=64,
                               max_train_samples=args.max_train_samples, max_eval_samples=args.max_dev_samples)
     splits, _ = load_tokenized(data_args, tokenizer)
-    methods = {f"TT-LoRA r={args.tt_rank}": args.tt_lrs, "PEFT LoRA r=16": args.lora_lrs}
+    on = "" if args.modules == "qv" else f", {args.modules} linears"
+    methods = {f"TT-LoRA r={args.tt_rank}{on}": args.tt_lrs, f"PEFT LoRA r=16{on}": args.lora_lrs}
     methods = {m: lrs for m, lrs in methods.items() if m.split()[0] in args.methods}
     rows = resumed_rows(args, ("resume", "tt_lrs", "lora_lrs", "seeds")) if args.resume else []
 
@@ -206,7 +208,7 @@ def bench_quality(args) -> None:
                 init_cores_from_random_matrix(model)
         else:
             model = peft.get_peft_model(load_base_model(config), peft.LoraConfig(
-                r=16, lora_alpha=16, target_modules=["query", "value"], modules_to_save=["classifier"]))
+                r=16, lora_alpha=16, target_modules=MODULE_SETS[args.modules]["peft"], modules_to_save=["classifier"]))
         training_args = TrainingArguments(
             output_dir=f"runs/bench_quality/{method}-{lr}-{seed}", num_train_epochs=args.epochs, learning_rate=lr,
             per_device_train_batch_size=32, per_device_eval_batch_size=128, save_strategy="no",
@@ -282,6 +284,8 @@ def main() -> None:
                    help="zero: ΔW = 0 at step 0 (ours); svd_of_random: the published code's TT-SVD of a random matrix")
     p.add_argument("--tt_alpha", type=float, default=16.0, help="TT-LoRA scale numerator (ΔW · alpha / rank)")
     p.add_argument("--methods", nargs="+", default=["TT-LoRA", "PEFT"], choices=["TT-LoRA", "PEFT"])
+    p.add_argument("--modules", default="qv", choices=sorted(MODULE_SETS),
+                   help="qv: query/value; all: every linear of every layer (both methods)")
     p.add_argument("--base_model", default=DEFAULT_BASE_MODEL, help="HF id or local folder of the base model")
     p.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is present")
     p.add_argument("--name", default="ttlora_quality", help="results file benchmarks/results/<name>.json")

@@ -484,7 +484,7 @@ def _task_folder(name: str, tasks_dir: str | os.PathLike | None) -> Path | None:
     return None
 
 
-def _cap(ds: Dataset, n: int | None, seed: int) -> Dataset:
+def stratified_cap(ds: Dataset, n: int | None, seed: int) -> Dataset:
     """`n` rows of `ds`, stratified by label (largest-remainder quotas), in their original order; deterministic."""
     if n is None or n >= len(ds):
         return ds
@@ -566,9 +566,8 @@ def load_task(
 
 def _capped(splits: DatasetDict, max_train_samples: int | None, max_eval_samples: int | None,
             seed: int) -> DatasetDict:
-    return DatasetDict({
-        s: _cap(ds, max_train_samples if s == "train" else max_eval_samples, seed) for s, ds in splits.items()
-    })
+    caps = {s: max_train_samples if s == "train" else max_eval_samples for s in splits}
+    return DatasetDict({s: stratified_cap(ds, caps[s], seed) for s, ds in splits.items()})
 
 
 def task_label_names(name: str, **kwargs) -> list[str]:
@@ -611,7 +610,7 @@ def mixed_tasks(tasks: dict[str, DatasetDict], split: str, max_per_task: int | N
     for task_id, (name, splits) in enumerate(tasks.items()):
         if split not in splits:
             raise ValueError(f"Task {name!r} has no split {split!r}; its splits are {list(splits)}.")
-        ds = _cap(splits[split], max_per_task, seed).cast_column("label", Value("int64"))
+        ds = stratified_cap(splits[split], max_per_task, seed).cast_column("label", Value("int64"))
         if "text_pair" not in ds.column_names:
             ds = ds.add_column("text_pair", [None] * len(ds), feature=Value("string"))
         ds = ds.add_column("task_id", [task_id] * len(ds), feature=Value("int64"))
@@ -629,6 +628,7 @@ __all__ = [
     "load_files",
     "load_task",
     "mixed_tasks",
+    "stratified_cap",
     "task_folder_files",
     "task_label_names",
     "tokenize_task",

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 from transformers import DataCollatorWithPadding, HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 from .distributed import check_deepspeed_config, init_deepspeed_comm
@@ -62,7 +62,8 @@ def parse_arguments(dataclass_types: tuple, argv: list[str] | None, learning_rat
 
 
 def compute_metrics(eval_pred) -> dict[str, float]:
-    """Accuracy, F1 (binary F1 of class 1 for two labels, else macro) and macro-F1, with sklearn."""
+    """Accuracy, F1 (binary F1 of class 1 for two labels, else macro), macro-F1 and Matthews correlation, with
+    sklearn."""
     logits, labels = eval_pred
     logits = logits[0] if isinstance(logits, tuple) else logits
     preds = np.asarray(logits).argmax(-1)
@@ -71,6 +72,7 @@ def compute_metrics(eval_pred) -> dict[str, float]:
         "accuracy": float(accuracy_score(labels, preds)),
         "f1": float(f1_score(labels, preds, average="binary" if binary else "macro", zero_division=0)),
         "macro_f1": float(f1_score(labels, preds, average="macro", zero_division=0)),
+        "mcc": float(matthews_corrcoef(labels, preds)),  # CoLA's metric
     }
 
 

@@ -1,0 +1,242 @@
+"""Adapter quality side by side, one tuning protocol for every method (issues 13 and 15).
+
+    python -m benchmarks.bench_quality --task sst2 --glue_dir ../shared/data/glue --methods tt lora \
+        --modules all --max_train_samples 8000 --name quality_sst2_all
+    python -m benchmarks.bench_quality --task rte --tasks_dir ../shared/data/tasks --methods moe lora_budget \
+        --early_stopping 3 --max_epochs 10 --name quality_rte_moe
+
+The protocol, alike for every method: each method trains at every learning rate of its grid with the first seed;
+the one with the best dev metric (`--metric`, on the task's validation rows, capped at `--max_dev_samples`; the
+test rows are never used to choose) is kept, and the other seeds train at it. The budget is either fixed
+(`--epochs` over `--max_train_samples` rows) or "to convergence": `--early_stopping P` evaluates dev every
+`--eval_steps` and stops after P evaluations without improvement (Trainer's `EarlyStoppingCallback`, at most
+`--max_epochs`), keeping the best checkpoint. Tasks come through `hf_ttmoe.training.load_data`: embedded, GLUE
+(`--glue_dir`), or task folders of user files (`--tasks_dir`, `../shared/data/tasks`). Rows are saved after every
+run (`--resume` continues a run), the tables go to `benchmarks/results/<name>.md`.
+
+Methods (`--methods`; parameter counts printed per run):
+    tt            TT-LoRA (`--tt_rank`, `--tt_alpha`) on `--modules`
+    lora          PEFT LoRA r=16 (alpha 16) on `--modules`
+    moe           dense MoE-LoRA, the library's defaults (8 experts of rank 4 on both FFN linears, dense gate)
+    moe_top2      the same with top-2 gating
+    moe_nobal     the same without the load-balancing loss (coefficient 0)
+    lora_budget   PEFT LoRA on the FFN linears with as many trainable parameters as `moe` (rank 36)
+    lora_rank     PEFT LoRA on the FFN linears of the same total rank as `moe` (E·r = 32)
+    head          the task head only (the floor)
+    full          full fine-tuning (the ceiling)
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from benchmarks.common import RESULTS, mean_std, resumed_rows, save
+from hf_ttmoe import (
+    DEFAULT_BASE_MODEL,
+    DenseMoELoRAConfig,
+    DenseMoELoRAModel,
+    TTLoRAConfig,
+    TTLoRAModel,
+    load_base_model,
+    load_tokenizer,
+)
+
+# Which linears "tt" and "lora" adapt: query/value (TT-LoRA's default), or every linear of every layer. PEFT's pattern
+# is a regex so that BERT's pooler.dense, outside the layers, is left alone as TT-LoRA leaves it.
+MODULE_SETS = {
+    "qv": {"tt": ["query", "value"], "peft": ["query", "value"]},
+    "all": {"tt": ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"],
+            "peft": r".*\.layer\.\d+\.(attention\.self\.(query|key|value)|attention\.output\.dense|intermediate\.dense"
+                    r"|output\.dense)"},
+}
+FFN_PEFT = r".*\.layer\.\d+\.(intermediate\.dense|output\.dense)"
+MOE_RANK_BUDGET, MOE_TOTAL_RANK = 36, 32  # LoRA ranks matching MoE-LoRA E=8, r=4 on the FFN: parameters; total rank
+DEFAULT_LRS = {"tt": [2e-3, 5e-3, 1e-2], "lora": [5e-4, 1e-3, 2e-3], "moe": [5e-4, 1e-3, 2e-3],
+               "moe_top2": [5e-4, 1e-3, 2e-3], "moe_nobal": [5e-4, 1e-3, 2e-3], "lora_budget": [5e-4, 1e-3, 2e-3],
+               "lora_rank": [5e-4, 1e-3, 2e-3], "head": [1e-3, 3e-3, 1e-2], "full": [2e-5, 5e-5, 1e-4]}
+METRICS = ("accuracy", "f1", "macro_f1", "mcc")
+
+
+def build(method: str, args, label_names: list[str], pad_token_id):
+    """A fresh model of `method` for the task's labels; the callbacks its training needs."""
+    import peft
+
+    from trainer_callbacks import BalanceLossCallback
+
+    labels = {"id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)}}
+    common = dict(base_model_name_or_path=args.base_model, gguf_file=args.gguf_file, pad_token_id=pad_token_id,
+                  task=args.task, **labels)
+    if method == "tt":
+        return TTLoRAModel(TTLoRAConfig(tt_rank=args.tt_rank, alpha=args.tt_alpha,
+                                        target_modules=MODULE_SETS[args.modules]["tt"], **common)), []
+    if method.startswith("moe"):
+        config = DenseMoELoRAConfig(num_experts_per_tok=2 if method == "moe_top2" else None,
+                                    router_aux_loss_coef=0.0 if method == "moe_nobal" else 0.05, **common)
+        return DenseMoELoRAModel(config), [BalanceLossCallback()]
+    base = load_base_model(TTLoRAConfig(num_labels=len(label_names), **common))
+    head = "classifier" if hasattr(base, "classifier") else "score"
+    if method in ("full", "head"):
+        base.requires_grad_(method == "full")
+        getattr(base, head).requires_grad_(True)
+        return base, []
+    rank, targets = {"lora": (16, MODULE_SETS[args.modules]["peft"]), "lora_budget": (MOE_RANK_BUDGET, FFN_PEFT),
+                     "lora_rank": (MOE_TOTAL_RANK, FFN_PEFT)}[method]
+    return peft.get_peft_model(base, peft.LoraConfig(r=rank, lora_alpha=rank, target_modules=targets,
+                                                     modules_to_save=[head])), []
+
+
+def adapter_parameters(model) -> int:
+    """Trainable parameters outside the task head."""
+    return sum(p.numel() for n, p in model.named_parameters() if p.requires_grad
+               and not any(h in n for h in ("classifier", "score")))
+
+
+def train_one(method: str, lr: float, seed: int, args, splits, label_names, tokenizer) -> dict:
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments
+
+    from hf_ttmoe.training import compute_metrics
+
+    torch.manual_seed(seed)
+    model, callbacks = build(method, args, label_names, tokenizer.pad_token_id)
+    run_dir = f"runs/bench_quality/{args.name}/{method}-{lr:g}-{seed}"
+    budget = dict(num_train_epochs=args.epochs, save_strategy="no")
+    if args.early_stopping:
+        budget = dict(num_train_epochs=args.max_epochs, eval_strategy="steps", eval_steps=args.eval_steps,
+                      save_strategy="steps", save_steps=args.eval_steps, save_total_limit=1,
+                      load_best_model_at_end=True, metric_for_best_model=args.metric, greater_is_better=True)
+        callbacks = [*callbacks, EarlyStoppingCallback(early_stopping_patience=args.early_stopping)]
+    training_args = TrainingArguments(
+        output_dir=run_dir, learning_rate=lr, per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=128, report_to=[], use_cpu=args.device == "cpu", seed=seed, logging_steps=50,
+        warmup_steps=args.warmup, weight_decay=args.weight_decay, disable_tqdm=True, **budget)
+    trainer = Trainer(model=model, args=training_args, train_dataset=splits["train"],
+                      eval_dataset=splits["validation"], data_collator=DataCollatorWithPadding(tokenizer),
+                      compute_metrics=compute_metrics, callbacks=callbacks)
+    t0 = time.perf_counter()
+    trainer.train()
+    row = {"method": method, "lr": lr, "seed": seed, "train_s": round(time.perf_counter() - t0, 1),
+           "steps": trainer.state.global_step, "adapter_params": adapter_parameters(model)}
+    for split, prefix in (("validation", "dev"), ("test", "test")):
+        metrics = trainer.evaluate(splits[split], metric_key_prefix=prefix)
+        row.update({f"{prefix}_{k}": metrics[f"{prefix}_{k}"] for k in METRICS})
+    loads = [h for h in trainer.state.log_history if "expert_load/0" in h]
+    if loads:  # the last logged per-expert load fractions (averaged over layers)
+        row["expert_load"] = [v for k, v in sorted(loads[-1].items()) if k.startswith("expert_load/")]
+    return row
+
+
+def tables(args, rows: list[dict], chosen: dict[str, float]) -> str:
+    seed0 = args.seeds[0]
+    lrs = sorted({r["lr"] for r in rows})
+    out = [f"Dev {args.metric} (seed {seed0}) per learning rate; **bold** = chosen:", "",
+           "| method | " + " | ".join(f"{lr:g}" for lr in lrs) + " |", "|---|" + "---:|" * len(lrs)]
+    for method in args.methods:
+        cells = []
+        for lr in lrs:
+            r = next((r for r in rows if (r["method"], r["lr"], r["seed"]) == (method, lr, seed0)), None)
+            cell = "—" if r is None else f"{100 * r[f'dev_{args.metric}']:.2f}"
+            cells.append(f"**{cell}**" if r is not None and chosen.get(method) == lr else cell)
+        out.append(f"| {method} | {' | '.join(cells)} |")
+    out += ["", f"Test, mean ± std over seeds {args.seeds} (%):", "",
+            "| method | adapter params | lr | steps | " + " | ".join(METRICS) + " | seeds |",
+            "|---|---:|---:|---:|" + "---:|" * len(METRICS) + "---:|"]
+    for method in args.methods:
+        rs = [r for r in rows if r["method"] == method and r["lr"] == chosen.get(method) and r["seed"] in args.seeds]
+        if rs:
+            steps = statistics.median(r["steps"] for r in rs)
+            out.append(f"| {method} | {rs[0]['adapter_params']:,} | {chosen[method]:g} | {steps:g} | "
+                       + " | ".join(mean_std([r[f"test_{k}"] for r in rs]) for k in METRICS) + f" | {len(rs)} |")
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", required=True, help="task name or folder (see hf_ttmoe.training.DataArguments)")
+    parser.add_argument("--glue_dir")
+    parser.add_argument("--tasks_dir")
+    parser.add_argument("--methods", nargs="+", required=True, choices=sorted(DEFAULT_LRS))
+    parser.add_argument("--lrs", nargs="+", default=[], metavar="METHOD=LR,LR",
+                        help="learning-rate grid per method, e.g. tt=5e-3,1e-2 (default: DEFAULT_LRS)")
+    parser.add_argument("--modules", default="qv", choices=sorted(MODULE_SETS), help="linears tt and lora adapt")
+    parser.add_argument("--tt_rank", type=int, default=5)
+    parser.add_argument("--tt_alpha", type=float, default=16.0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--metric", default="accuracy", choices=METRICS, help="dev metric that chooses the lr")
+    parser.add_argument("--max_train_samples", type=int)
+    parser.add_argument("--max_dev_samples", type=int, default=2000, help="validation rows (choose lr, stop early)")
+    parser.add_argument("--max_test_samples", type=int)
+    parser.add_argument("--max_length", type=int, default=128)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--epochs", type=float, default=1.0, help="fixed budget (without --early_stopping)")
+    parser.add_argument("--early_stopping", type=int, default=0, help="patience in evaluations; 0 = fixed budget")
+    parser.add_argument("--eval_steps", type=int, default=100)
+    parser.add_argument("--max_epochs", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=0.06, help="warm-up steps, or a fraction of them below 1")
+    parser.add_argument("--weight_decay", type=float, default=0.0)
+    parser.add_argument("--base_model", default=DEFAULT_BASE_MODEL)
+    parser.add_argument("--gguf_file")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--name", required=True, help="results file benchmarks/results/<name>.json and .md")
+    parser.add_argument("--resume", action="store_true", help="keep the rows of an earlier run with the same settings")
+    args = parser.parse_args()
+    grids = {m: DEFAULT_LRS[m] for m in args.methods}
+    for item in args.lrs:
+        method, _, values = item.partition("=")
+        if method not in grids or not values:
+            parser.error(f"--lrs {item!r}: expected METHOD=LR[,LR...] with METHOD one of {sorted(grids)}")
+        grids[method] = [float(v) for v in values.split(",")]
+    args.grids = grids
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from hf_ttmoe.data import stratified_cap, tokenize_task
+    from hf_ttmoe.training import DataArguments, load_data
+
+    tokenizer = load_tokenizer(TTLoRAConfig(base_model_name_or_path=args.base_model, gguf_file=args.gguf_file))
+    data = DataArguments(task=args.task, glue_dir=args.glue_dir, tasks_dir=args.tasks_dir,
+                         max_train_samples=args.max_train_samples)
+    raw = load_data(data)  # train capped (stratified, deterministic); dev and test capped apart:
+    label_names = raw["train"].features["label"].names
+    raw["validation"] = stratified_cap(raw["validation"], args.max_dev_samples, data.split_seed)
+    raw["test"] = stratified_cap(raw["test"], args.max_test_samples, data.split_seed)
+    splits = tokenize_task(raw, tokenizer, max_length=args.max_length)
+    print(f"{args.task}: {len(splits['train'])} train, {len(splits['validation'])} dev, {len(splits['test'])} test "
+          f"rows; labels {label_names}")
+
+    ignore = ("resume", "methods", "lrs", "grids", "seeds", "threads")
+    rows = resumed_rows(args, ignore) if args.resume else []
+
+    def run(method, lr, seed):
+        done = [r for r in rows if (r["method"], r["lr"], r["seed"]) == (method, lr, seed)]
+        if done:
+            return done[0]
+        row = train_one(method, lr, seed, args, splits, label_names, tokenizer)
+        rows.append(row)
+        print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+        save(args.name, {"args": vars(args), "rows": rows})
+        return row
+
+    chosen = {}
+    for method, lrs in grids.items():
+        sweep = [run(method, lr, args.seeds[0]) for lr in lrs]
+        chosen[method] = max(sweep, key=lambda r: r[f"dev_{args.metric}"])["lr"]
+    for method in grids:
+        for seed in args.seeds[1:]:
+            run(method, chosen[method], seed)
+    save(args.name, {"args": vars(args), "rows": rows, "chosen_lr": chosen})
+    budget = (f"early stopping (patience {args.early_stopping} evaluations of {args.eval_steps} steps, at most "
+              f"{args.max_epochs:g} epochs)" if args.early_stopping else f"{args.epochs:g} epoch(s)")
+    text = (f"`{args.task}`, {args.base_model}, {len(splits['train'])} training rows, {budget}, batch "
+            f"{args.batch_size}, max length {args.max_length}; dev = {len(splits['validation'])} validation rows, "
+            f"test = {len(splits['test'])} rows.\n\n" + tables(args, rows, chosen))
+    (RESULTS / f"{args.name}.md").write_text(text + "\n")
+    print("\n" + text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""The pieces of `benchmarks/bench_quality.py` (the benchmark itself is not run here): the budgets its method table
+claims, and the metrics it reports."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pytest
+
+from benchmarks.bench_quality import DEFAULT_LRS, MOE_TOTAL_RANK, adapter_parameters, build
+from hf_ttmoe import DEFAULT_BASE_MODEL
+from hf_ttmoe.training import compute_metrics
+
+
+def args(modules: str) -> argparse.Namespace:
+    return argparse.Namespace(base_model=DEFAULT_BASE_MODEL, gguf_file=None, task="t", tt_rank=5, tt_alpha=16.0,
+                              modules=modules)
+
+
+@pytest.fixture(scope="module")
+def params():
+    counts = {}
+    for method in DEFAULT_LRS:
+        for modules in ("qv", "all") if method in ("tt", "lora") else ("qv",):
+            model, _ = build(method, args(modules=modules), ["a", "b"], 0)
+            counts[method if modules == "qv" else f"{method}_all"] = adapter_parameters(model)
+            trainable_head = [n for n, p in model.named_parameters() if p.requires_grad and "classifier" in n]
+            assert trainable_head, f"{method} must train the task head"
+    return counts
+
+
+def test_method_budgets_are_what_the_benchmark_says(params):
+    # the MoE-LoRA comparison: LoRA of the same trainable parameters, and of the same total rank, on the FFN linears
+    assert params["moe"] == params["moe_top2"] == params["moe_nobal"] == params["lora_budget"] == 829_440
+    assert params["lora_rank"] == MOE_TOTAL_RANK * (384 + 1536) * 2 * 6
+    # TT-LoRA against PEFT LoRA r=16 on the same modules: a few percent of its parameters
+    assert params["lora"] == 16 * 768 * 2 * 6 and params["lora_all"] == 663_552  # no pooler.dense
+    assert params["tt"] / params["lora"] < 0.05 and params["tt_all"] / params["lora_all"] < 0.05
+    assert params["head"] == 0 and params["full"] > 20_000_000
+
+
+def test_metrics_include_mcc():
+    logits = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3], [0.6, 0.4]])
+    metrics = compute_metrics((logits, np.array([0, 1, 1, 0])))
+    assert metrics["accuracy"] == 0.75 and metrics["mcc"] == pytest.approx(1 / np.sqrt(3))
+    assert compute_metrics((logits, np.array([0, 0, 0, 0])))["mcc"] == 0.0  # one class: defined, not NaN
