@@ -22,15 +22,13 @@ from hf_ttmoe.adapter import resolve_base_model
 from hf_ttmoe.data import (
     EMBEDDED_TASKS,
     GLUE_TASKS,
-    _cap,
-    _dedup,
-    _dedup_key,
-    _dialogue_lines,
     load_task,
     mixed_tasks,
+    stratified_cap,
     task_label_names,
     tokenize_task,
 )
+from hf_ttmoe.data.corpora import _dedup, _dedup_key, _dialogue_lines
 
 SPLITS = ("train", "validation", "test")
 SHARED_GLUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
@@ -150,7 +148,7 @@ def test_cap_oracle_on_random_label_mixes():
     for seed, n in ((0, 1), (1, 7), (2, 50), (3, 99)):
         labels = [i % 7 if i % 3 else 0 for i in range(100 + seed)]
         ds = Dataset.from_dict({"label": labels})
-        capped = _cap(ds, n, seed)
+        capped = stratified_cap(ds, n, seed)
         have = Counter(capped["label"])
         assert len(capped) == n
         assert all(abs(have[k] - n * c / len(ds)) < 1 for k, c in Counter(labels).items())
