@@ -30,6 +30,7 @@ __all__ = [
     "init_tt_cores",
     "split_index",
     "tt_factors",
+    "tt_factors_t",
     "tt_to_matrix",
     "tt_contract",
     "tt_svd",
@@ -218,13 +219,16 @@ def init_tt_cores(
 
 def _chain(cores: Sequence[torch.Tensor]) -> torch.Tensor:
     """Contract a chain left to right into a `(..., r_0 · n_1 · … · n_j, r_j)` matrix. Cores may carry leading batch
-    dimensions `(..., r, n, s)`: a stack of chains of one layout contracts in the same few ops as one chain."""
+    dimensions `(..., r, n, s)`: a stack of chains of one layout contracts in the same few ops as one chain, one `bmm`
+    per core over the flattened batch (`@` on 3-D operands adds broadcasting views forward and backward)."""
     first = cores[0]
-    out = first.reshape(*first.shape[:-3], -1, first.shape[-1])  # (..., r_0·n_1, r_1)
+    batch = first.shape[:-3]
+    lead, product = ((-1,), torch.bmm) if batch else ((), torch.mm)
+    out = first.reshape(*lead, first.shape[-3] * first.shape[-2], first.shape[-1])  # (B, r_0·n_1, r_1)
     for core in cores[1:]:
         r, n, s = core.shape[-3:]
-        out = (out @ core.reshape(*core.shape[:-3], r, n * s)).reshape(*out.shape[:-2], -1, s)  # (..., P·n, s)
-    return out
+        out = product(out, core.reshape(*lead, r, n * s)).reshape(*out.shape[:-2], -1, s)  # (B, P·n, s)
+    return out if len(batch) <= 1 else out.reshape(*batch, *out.shape[-2:])
 
 
 def split_index(modes: Sequence[int], in_features: int) -> int | None:
@@ -242,14 +246,25 @@ def tt_factors(cores: Sequence[torch.Tensor], num_in_modes: int) -> tuple[torch.
     Cores with leading batch dimensions `(..., r, n, s)` (several layers of one layout, stacked) give stacked factors
     `(..., out, r)`, `(..., r, in)`.
     """
-    v = _chain(cores[:num_in_modes]).transpose(-1, -2)  # (..., r, in)
+    v_t, u_t = tt_factors_t(cores, num_in_modes)
+    return u_t.mT, v_t.mT  # (..., out, r), (..., r, in)
+
+
+def tt_factors_t(cores: Sequence[torch.Tensor], num_in_modes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The factors transposed, `Vᵀ: (..., in, r)`, `Uᵀ: (..., r, out)`, so that `x ΔWᵀ = (x @ Vᵀ) @ Uᵀ`.
+
+    This is the orientation the chains produce and the one a right-hand matmul operand wants: applying the factors
+    this way takes no transpose forward or backward (`F.linear(x, V)` transposes its weight, and its backward
+    transposes again to return a gradient in the weight's layout).
+    """
+    v_t = _chain(cores[:num_in_modes])  # (..., in, r)
     head = cores[num_in_modes]
     r = head.shape[-3]
     batch = head.shape[:-3]
     head = head.reshape(*batch, 1, r * head.shape[-2], head.shape[-1])
     u = _chain([head, *cores[num_in_modes + 1 :]])  # (..., r·out, 1)
     # rows of `u` are ordered (boundary rank, o_1, …, o_k): split off the boundary rank
-    return u.reshape(*batch, r, -1).transpose(-1, -2), v  # (..., out, r), (..., r, in)
+    return v_t, u.reshape(*batch, r, -1)  # (..., in, r), (..., r, out)
 
 
 def tt_to_matrix(cores: Sequence[torch.Tensor], num_in_modes: int) -> torch.Tensor:

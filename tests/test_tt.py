@@ -111,14 +111,19 @@ def test_matrix_factors_and_contraction_match_dense_reference(seed):
     u, v = tt.tt_factors(cores, m)
     assert u.shape == (math.prod(out_modes), cores[m].shape[0]) and v.shape == (cores[m].shape[0], math.prod(in_modes))
     assert rel_err(u @ v, ref) <= TOL
+    v_t, u_t = tt.tt_factors_t(cores, m)  # (in, r), (r, out): no transposes, as the factors path applies them
+    assert v_t.shape == v.T.shape and u_t.shape == u.T.shape
+    assert rel_err(v_t @ u_t, ref.T) <= TOL
     x = torch.randn(2, 3, math.prod(in_modes), generator=torch.Generator().manual_seed(seed))
     assert rel_err(tt.tt_contract(x, cores, m), x.double() @ ref.T) <= TOL
 
 
 def _three_paths(x, cores, m):
     u, v = tt.tt_factors(cores, m)
+    v_t, u_t = tt.tt_factors_t(cores, m)
     return {
         "factors": F.linear(F.linear(x, v), u),
+        "factors_t": x @ v_t @ u_t,
         "contraction": tt.tt_contract(x, cores, m),
         "reconstruction": F.linear(x, tt.tt_to_matrix(cores, m)),
     }
@@ -132,7 +137,7 @@ def test_three_paths_agree_on_outputs_and_core_gradients(seed):
     x = torch.randn(5, math.prod(in_modes), generator=g)
     grad_out = torch.randn(5, math.prod(out_modes), generator=g)
     results = {}
-    for name in ("factors", "contraction", "reconstruction"):
+    for name in ("factors", "factors_t", "contraction", "reconstruction"):
         leaves = [c.clone().requires_grad_(True) for c in cores]
         y = _three_paths(x, leaves, m)[name]
         (y * grad_out).sum().backward()
@@ -144,31 +149,37 @@ def test_three_paths_agree_on_outputs_and_core_gradients(seed):
             assert rel_err(g_path, g_ref) <= TOL, name
 
 
+@pytest.mark.parametrize("lead", [(3,), (2, 3)])
 @pytest.mark.parametrize("seed", CASES)
-def test_stacked_chains_give_each_layers_factors_and_core_gradients(seed):
-    """Factors of L stacked chains of one layout (one batched contraction) equal each chain's own, and so do the
-    gradients reaching each chain's cores through them."""
+def test_stacked_chains_give_each_layers_factors_and_core_gradients(seed, lead):
+    """Factors of stacked chains of one layout (one batched contraction; one or two leading dimensions) equal each
+    chain's own, in both orientations, and so do the gradients reaching each chain's cores through them."""
     in_modes, out_modes, _ = random_case(seed)
-    m, layers = len(in_modes), 3
-    stacks = [torch.stack([random_case(seed)[2][j] * (i + 1) for i in range(layers)]) for j in range(len(in_modes) +
-                                                                                                    len(out_modes))]
+    m, layers = len(in_modes), math.prod(lead)
+    stacks = [torch.stack([random_case(seed)[2][j] * (i + 1) for i in range(layers)]).reshape(*lead, *core.shape)
+              for j, core in enumerate(random_case(seed)[2])]
     g = torch.Generator().manual_seed(200 + seed)
-    weights_u = torch.randn(layers, math.prod(out_modes), stacks[m].shape[1], generator=g)
-    weights_v = torch.randn(layers, stacks[m].shape[1], math.prod(in_modes), generator=g)
+    weights_u = torch.randn(*lead, math.prod(out_modes), stacks[m].shape[-3], generator=g)
+    weights_v = torch.randn(*lead, stacks[m].shape[-3], math.prod(in_modes), generator=g)
 
     def loss(u, v):
         return (u * weights_u).sum() + (v * weights_v).sum()
 
     batched = [c.clone().requires_grad_(True) for c in stacks]
-    u, v = tt.tt_factors(batched, m)  # (L, out, r), (L, r, in)
+    u, v = tt.tt_factors(batched, m)  # (*lead, out, r), (*lead, r, in)
     loss(u, v).backward()
-    for i in range(layers):
+    batched_t = [c.clone().requires_grad_(True) for c in stacks]
+    v_t, u_t = tt.tt_factors_t(batched_t, m)  # (*lead, in, r), (*lead, r, out)
+    loss(u_t.mT, v_t.mT).backward()
+    for i in itertools.product(*map(range, lead)):
         own = [c[i].clone().requires_grad_(True) for c in stacks]
         u_i, v_i = tt.tt_factors(own, m)
         (((u_i * weights_u[i]).sum()) + (v_i * weights_v[i]).sum()).backward()
-        assert rel_err(u[i].detach(), u_i.detach()) <= TOL and rel_err(v[i].detach(), v_i.detach()) <= TOL
-        for core_batched, core_own in zip(batched, own):
+        for u_b, v_b in ((u, v), (u_t.mT, v_t.mT)):
+            assert rel_err(u_b[i].detach(), u_i.detach()) <= TOL and rel_err(v_b[i].detach(), v_i.detach()) <= TOL
+        for core_batched, core_batched_t, core_own in zip(batched, batched_t, own):
             assert rel_err(core_batched.grad[i], core_own.grad) <= TOL
+            assert rel_err(core_batched_t.grad[i], core_own.grad) <= TOL
 
 
 def test_init_gives_zero_delta_and_gradients_still_flow():

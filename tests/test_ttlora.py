@@ -59,8 +59,8 @@ def test_inference_reuses_factors_until_a_core_changes(monkeypatch):
         for core in layer.ttlora_cores:
             core.normal_()
     builds = []
-    real = tt.tt_factors
-    monkeypatch.setattr(tt, "tt_factors", lambda *a: builds.append(1) or real(*a))
+    real = tt.tt_factors_t
+    monkeypatch.setattr(tt, "tt_factors_t", lambda *a: builds.append(1) or real(*a))
     x = torch.randn(5, 24)
 
     def reference():

@@ -17,14 +17,14 @@ CORE_TAG = ".ttlora_cores."  # saved names: "<module path>.ttlora_cores.<j>"
 logger = logging.getLogger(__name__)
 
 
-def pad_rank(u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """On the CPU, `U: (..., out, r)`, `V: (..., r, in)` padded with zero rank components to a multiple of 16: CPU GEMM
-    kernels run skinny products of odd width (r = 5) slower than width 16 (measured: 17.6 vs 14.6 ms at d=384,
+def pad_rank(v_t: torch.Tensor, u_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """On the CPU, `Vᵀ: (..., in, r)`, `Uᵀ: (..., r, out)` padded with zero rank components to a multiple of 16: CPU
+    GEMM kernels run skinny products of odd width (r = 5) slower than width 16 (measured: 17.6 vs 14.6 ms at d=384,
     tokens 4096), and zero components change nothing else."""
-    if u.device.type != "cpu" or u.shape[-1] % CPU_RANK_MULTIPLE == 0:
-        return u, v
-    pad = CPU_RANK_MULTIPLE - u.shape[-1] % CPU_RANK_MULTIPLE
-    return F.pad(u, (0, pad)), F.pad(v, (0, 0, 0, pad))
+    if v_t.device.type != "cpu" or v_t.shape[-1] % CPU_RANK_MULTIPLE == 0:
+        return v_t, u_t
+    pad = CPU_RANK_MULTIPLE - v_t.shape[-1] % CPU_RANK_MULTIPLE
+    return F.pad(v_t, (0, pad)), F.pad(u_t, (0, 0, 0, pad))
 
 
 class TTLoRALinear(nn.Module):
@@ -71,8 +71,8 @@ class TTLoRALinear(nn.Module):
         self.merged = False
         self._unmerged_weight: torch.Tensor | None = None  # while merged: the base weight as it was before
         self._merged_cores: tuple | None = None  # while merged: `_cores_state()` the merged weight was built from
-        self._factor_cache: tuple | None = None  # (cores, versions, U·scaling, V) for forwards without gradient
-        self.shared_factors: tuple | None = None  # (U·scaling, V) built for all layers of a layout at once, or None
+        self._factor_cache: tuple | None = None  # (cores, versions, Vᵀ, Uᵀ·scaling) for forwards without gradient
+        self.shared_factors: tuple | None = None  # (Vᵀ, Uᵀ·scaling) built for all layers of a layout at once, or None
 
     def _fit_ranks(self, tt_rank: int | list[int]) -> list[int]:
         """The chain's full rank list: `tt_rank` clipped to each bond's full rank (warning), refused when the chain
@@ -96,8 +96,9 @@ class TTLoRALinear(nn.Module):
         """`(U, V)` with `ΔW = U @ V`, before scaling: `(out, r)`, `(r, in)`."""
         return tt.tt_factors(list(self.ttlora_cores), self.num_in_modes)
 
-    def scaled_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """`(scaling · U, V)` as the "factors" path applies them.
+    def scaled_factors_t(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(Vᵀ, scaling · Uᵀ)` as the "factors" path applies them: `(in, r)`, `(r, out)` (`tt.tt_factors_t`), rank
+        padded on the CPU (`pad_rank`).
 
         Where no gradient is needed (inference, evaluation) they are cached until a core changes, so unmerged
         inference costs what a LoRA of the same rank costs (building them is ~20 small ops, launch-bound on a GPU).
@@ -111,7 +112,7 @@ class TTLoRALinear(nn.Module):
             return self.shared_factors
         cores = list(self.ttlora_cores)
         if torch.compiler.is_compiling():  # built inside the graph: the compiler fuses the chain, and a cache keyed on
-            return self._build_scaled_factors(cores)  # storage addresses would break the graph at every layer
+            return self._build_scaled_factors_t(cores)  # storage addresses would break the graph at every layer
         cacheable = not (torch.is_grad_enabled() and cores[0].requires_grad) and not hasattr(cores[0], "ds_id")
         cache = self._factor_cache
         if cacheable and cache is not None and all(
@@ -119,16 +120,16 @@ class TTLoRALinear(nn.Module):
             for c, held, version in zip(cores, cache[0], cache[1], strict=True)
         ):
             return cache[2], cache[3]
-        u, v = self._build_scaled_factors(cores)
+        v_t, u_t = self._build_scaled_factors_t(cores)
         if cacheable:  # the detached cores share storage and version counter with each core
-            self._factor_cache = ([c.detach() for c in cores], [c._version for c in cores], u, v)
+            self._factor_cache = ([c.detach() for c in cores], [c._version for c in cores], v_t, u_t)
         else:
             self._factor_cache = None
-        return u, v
+        return v_t, u_t
 
-    def _build_scaled_factors(self, cores: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        u, v = pad_rank(*tt.tt_factors(cores, self.num_in_modes))  # (out, r), (r, in)
-        return u * self.scaling, v
+    def _build_scaled_factors_t(self, cores: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        v_t, u_t = pad_rank(*tt.tt_factors_t(cores, self.num_in_modes))  # (in, r), (r, out)
+        return v_t, u_t * self.scaling
 
     def delta_weight(self) -> torch.Tensor:
         """The scaled update `scaling · ΔW`, `(out, in)`."""
@@ -139,8 +140,8 @@ class TTLoRALinear(nn.Module):
         cores = list(self.ttlora_cores)
         x = self.dropout(as_dtype(x, cores[0].dtype))
         if self.forward_impl == "factors":
-            u, v = self.scaled_factors()  # (out, r), (r, in)
-            return F.linear(F.linear(x, v), u)  # (..., r) -> (..., out)
+            v_t, u_t = self.scaled_factors_t()  # (in, r), (r, out)
+            return x @ v_t @ u_t  # (..., in) -> (..., r) -> (..., out)
         if self.forward_impl == "contraction":
             return self.scaling * tt.tt_contract(x, cores, self.num_in_modes)
         return F.linear(x, self.delta_weight())

@@ -3,7 +3,7 @@
 Building U, V from one layer's cores is a chain of ~20 small ops forward and as many backward; a model adapts a dozen
 or more matrices, and on a GPU each op is a kernel launch. Layers that share a TT layout (all query/value matrices of
 a model, typically) are stacked instead: per group, one `torch.stack` per core position, one batched chain of
-contractions (`tt.tt_factors` on stacked cores) and one `unbind`, forward and backward, however many layers the group
+contractions (`tt.tt_factors_t` on stacked cores) and one `unbind`, forward and backward, however many layers the group
 holds. The cores stay per-layer parameters, so checkpoints keep their per-module names and shapes.
 """
 
@@ -48,13 +48,13 @@ def factor_groups(layers: list[TTLoRALinear]) -> list[list[TTLoRALinear]]:
     return list(groups.values())
 
 
-def stacked_scaled_factors(group: list[TTLoRALinear]) -> tuple[torch.Tensor, torch.Tensor]:
-    """`(scaling · U, V)` of every layer of `group`, stacked: `(L, out, r)`, `(L, r, in)` (rank padded as each layer
-    pads its own, see `pad_rank`)."""
+def stacked_scaled_factors_t(group: list[TTLoRALinear]) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(Vᵀ, scaling · Uᵀ)` of every layer of `group`, stacked: `(L, in, r)`, `(L, r, out)` (rank padded as each layer
+    pads its own, see `TTLoRALinear.scaled_factors_t`)."""
     first = group[0]
     cores = [_Stack.apply(*(layer.ttlora_cores[j] for layer in group)) for j in range(len(first.ttlora_cores))]
-    u, v = pad_rank(*tt.tt_factors(cores, first.num_in_modes))  # (L, out, r), (L, r, in)
-    return u * first.scaling, v
+    v_t, u_t = pad_rank(*tt.tt_factors_t(cores, first.num_in_modes))  # (L, in, r), (L, r, out)
+    return v_t, u_t * first.scaling
 
 
 @contextlib.contextmanager
@@ -67,9 +67,9 @@ def shared_factors(layers: list[TTLoRALinear]):
         return
     try:
         for group in groups:
-            u, v = stacked_scaled_factors(group)
-            for layer, u_i, v_i in zip(group, u.unbind(0), v.unbind(0), strict=True):
-                layer.shared_factors = (u_i, v_i)
+            v_t, u_t = stacked_scaled_factors_t(group)
+            for layer, v_i, u_i in zip(group, v_t.unbind(0), u_t.unbind(0), strict=True):
+                layer.shared_factors = (v_i, u_i)
                 layer._factor_cache = None  # a training step follows; not every optimizer bumps the cores' versions
         yield
     finally:
@@ -78,4 +78,4 @@ def shared_factors(layers: list[TTLoRALinear]):
                 layer.shared_factors = None
 
 
-__all__ = ["factor_groups", "shared_factors", "stacked_scaled_factors"]
+__all__ = ["factor_groups", "shared_factors", "stacked_scaled_factors_t"]
