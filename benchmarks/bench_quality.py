@@ -29,6 +29,7 @@ Methods (`--methods`; parameter counts printed per run):
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 
@@ -71,7 +72,7 @@ def build(method: str, args, label_names: list[str], pad_token_id):
     common = dict(base_model_name_or_path=args.base_model, gguf_file=args.gguf_file, pad_token_id=pad_token_id,
                   task=args.task, **labels)
     if method == "tt":
-        return TTLoRAModel(TTLoRAConfig(tt_rank=args.tt_rank, alpha=args.tt_alpha,
+        return TTLoRAModel(TTLoRAConfig(tt_rank=args.tt_rank, alpha=args.tt_alpha, tt_shapes=args.tt_shapes,
                                         target_modules=MODULE_SETS[args.modules]["tt"], **common)), []
     if method.startswith("moe"):
         config = DenseMoELoRAConfig(num_experts_per_tok=2 if method == "moe_top2" else None,
@@ -164,6 +165,8 @@ def main() -> None:
     parser.add_argument("--modules", default="qv", choices=sorted(MODULE_SETS), help="linears tt and lora adapt")
     parser.add_argument("--tt_rank", type=int, default=5)
     parser.add_argument("--tt_alpha", type=float, default=16.0)
+    parser.add_argument("--tt_shapes", type=json.loads, help='TT layout per module, JSON as TTLoRAConfig.tt_shapes, '
+                        'e.g. {"query": [[16, 24], [24, 16]], "value": [[16, 24], [24, 16]]} (default: automatic)')
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--metric", default="accuracy", choices=METRICS, help="dev metric that chooses the lr")
     parser.add_argument("--max_train_samples", type=int)
