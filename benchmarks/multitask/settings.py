@@ -1,0 +1,93 @@
+"""What one multi-task comparison is run with: the task pool, the caps, the training budget, the learning rates.
+
+A run's settings are written once (`settings.json` in its results folder); a rerun under the same name must have the
+same settings, so every stage it skips was made with them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hf_ttmoe import DEFAULT_BASE_MODEL
+from hf_ttmoe.data import EMBEDDED_TASKS, GLUE_TASKS
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS_ROOT = REPO / "benchmarks" / "results" / "multitask"  # JSON, markdown, PNG: small, meant for git
+WORK_ROOT = REPO / "runs" / "multitask"  # rows, experts, routers, adapters: git-ignored
+
+# The paper's router table: six GLUE experts.
+PAPER_TASKS = ("mnli", "cola", "rte", "sst2", "qnli", "qqp")
+# Every task with data on the project's machine: 12 folders of ../shared/data/tasks, GLUE sst2 + mrpc, 4 embedded.
+ALL_TASKS = (*PAPER_TASKS, "boolq", "cb", "sick", "scitail", "cr", "mpqa", "subj", "mrpc",
+             *sorted(EMBEDDED_TASKS))
+METHODS = ("ttmoe", "lora", "arrow", "xlora", "mtl_lora", "adapterfusion")
+
+
+@dataclass
+class Settings:
+    """Everything that decides a result. Caps are per task and stratified (`hf_ttmoe.data.stratified_cap`)."""
+
+    tasks: list[str] = field(default_factory=lambda: list(PAPER_TASKS))
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    seeds: list[int] = field(default_factory=lambda: [0])
+    max_train: int = 1000  # training rows per task (experts, adapters, the router, the multi-task union)
+    max_eval: int = 250  # validation rows and test rows per task
+    epochs: float = 1.0
+    batch_size: int = 32
+    max_length: int = 128
+    split_seed: int = 42
+    tt_lr: float = 5e-3  # the library's default (chosen on SST-2 dev rows)
+    lora_lr: float = 2e-3  # PEFT LoRA r=16's chosen learning rate on SST-2 dev rows (benchmarks/README.md)
+    mtl_lr: float = 2e-3
+    xlora_lr: float = 1e-3
+    af_adapter_lr: float = 1e-3
+    af_fusion_lr: float = 5e-4
+    arrow_top_k: int = 3
+    timing_rows: int = 32  # one mixed batch, drawn from every task's test rows
+    timing_reps: int = 5
+    base_model: str = DEFAULT_BASE_MODEL
+    tasks_dir: str = "../shared/data/tasks"  # relative paths are taken from the repository root
+    glue_dir: str = "../shared/data/glue"
+
+    def __post_init__(self):
+        if unknown := [m for m in self.methods if m not in METHODS]:
+            raise ValueError(f"methods {unknown} unknown; valid: {list(METHODS)}")
+        if len(set(self.tasks)) != len(self.tasks) or len(self.tasks) < 2:
+            raise ValueError(f"tasks={self.tasks}: at least two distinct tasks are needed for a multi-task pool")
+        if "arrow" in self.methods or "xlora" in self.methods:
+            if "lora" not in self.methods:
+                raise ValueError("arrow and xlora route over the per-task LoRA experts: add 'lora' to --methods")
+        for name in ("max_train", "max_eval", "batch_size", "max_length", "timing_rows", "timing_reps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be positive")
+
+    def data_dir(self, kind: str) -> str:
+        """`tasks_dir` or `glue_dir` as a path from the current directory (relative ones are from the repo root)."""
+        return str((REPO / getattr(self, f"{kind}_dir")).resolve())
+
+    def missing_data(self) -> list[str]:
+        """The data folders the pool needs that do not exist (the shared data is not on every machine)."""
+        missing = []
+        for task in self.tasks:
+            if task in GLUE_TASKS:
+                folder = Path(self.data_dir("glue"), task)
+            elif task not in EMBEDDED_TASKS:
+                folder = Path(self.data_dir("tasks"), task)
+            else:
+                continue
+            if not folder.is_dir():
+                missing.append(f"{task}: {folder}")
+        return missing
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def training_key(self, *extra) -> str:
+        """A short digest of what trains one per-task model: experts with equal keys are reused across runs."""
+        what = [self.base_model, self.max_train, self.max_eval, self.epochs, self.batch_size, self.max_length,
+                self.split_seed, self.tasks_dir, self.glue_dir, *extra]
+        return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:10]

@@ -1,0 +1,171 @@
+"""The pieces of `benchmarks/multitask` that run quickly and offline (the benchmark itself, and its AdapterFusion
+environment, are not run here): settings, the resumable stages, the exported rows, per-task heads and scoring, the
+AdapterFusion job and worker's isolation, and the report written from fixture results."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks.multitask import __main__ as cli
+from benchmarks.multitask.adapterfusion import WORKER, job
+from benchmarks.multitask.heads import TaskHeads, score
+from benchmarks.multitask.report import write_report
+from benchmarks.multitask.rows import export_rows, read_labels, read_rows, timing_rows
+from benchmarks.multitask.run import Run, write_json
+from benchmarks.multitask.settings import ALL_TASKS, PAPER_TASKS, Settings
+from hf_ttmoe.training import DataArguments, load_data
+
+
+def write_task(folder: Path, pair: bool, labels: tuple[str, ...], n_train: int, n_test: int) -> None:
+    folder.mkdir(parents=True)
+    for split, n in (("train", n_train), ("test", n_test)):
+        header = "text\ttext_pair\tlabel" if pair else "text\tlabel"
+        lines = [header] + [f"{split} row {i}" + (f"\tsecond {i}" if pair else "") + f"\t{labels[i % len(labels)]}"
+                            for i in range(n)]
+        (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def pool(tmp_path) -> Settings:
+    tasks_dir = tmp_path / "tasks"
+    write_task(tasks_dir / "pairs", True, ("entailment", "neutral", "contradiction"), 60, 30)
+    write_task(tasks_dir / "single", False, ("pos", "neg"), 40, 20)
+    return Settings(tasks=["pairs", "single"], max_train=12, max_eval=6, tasks_dir=str(tasks_dir),
+                    glue_dir=str(tmp_path / "glue"))
+
+
+def test_settings_validate_and_key_experts_by_what_trains_them():
+    with pytest.raises(ValueError, match="add 'lora'"):
+        Settings(methods=["ttmoe", "arrow"])
+    with pytest.raises(ValueError, match="unknown"):
+        Settings(methods=["fusion"])
+    with pytest.raises(ValueError, match="two distinct tasks"):
+        Settings(tasks=["rte", "rte"])
+    s = Settings()
+    assert s.training_key("tt", 5e-3, 0) == Settings(methods=["ttmoe"]).training_key("tt", 5e-3, 0)  # not methods
+    assert s.training_key("tt", 5e-3, 0) != s.training_key("tt", 1e-2, 0)
+    assert s.training_key("tt", 5e-3, 0) != Settings(max_train=10).training_key("tt", 5e-3, 0)
+
+
+def test_cli_task_pools_and_missing_data(tmp_path):
+    assert cli.parse_args(["--name", "x"])[1].tasks == list(PAPER_TASKS)
+    _, settings, _ = cli.parse_args(["--name", "x", "--tasks", "all", "--max_train", "7", "--seeds", "0", "1"])
+    assert len(settings.tasks) == len(set(settings.tasks)) == 18 and settings.tasks == list(ALL_TASKS)
+    assert settings.max_train == 7 and settings.seeds == [0, 1]
+    with pytest.raises(SystemExit, match=r"skipped: .*rte: .*nowhere"):
+        cli.main(["--name", "x", "--tasks", "rte", "rotten_tomatoes", "--tasks_dir", str(tmp_path / "nowhere")])
+
+
+def test_stages_run_once_and_a_run_keeps_its_settings(tmp_path):
+    settings = Settings(tasks=["a", "b"])
+    run = Run("r1", settings, results_root=tmp_path / "res", work_root=tmp_path / "work")
+    calls = []
+    first = run.stage("seed0/x", lambda: calls.append(1) or {"value": 3})
+    again = Run("r1", Settings(tasks=["a", "b"]), results_root=tmp_path / "res", work_root=tmp_path / "work")
+    second = again.stage("seed0/x", lambda: calls.append(2) or {"value": 4})
+    assert calls == [1] and first == second and second["value"] == 3 and "wall_s" in second
+    assert json.loads((tmp_path / "res" / "r1" / "seed0" / "x.json").read_text())["value"] == 3
+    with pytest.raises(SystemExit, match=r"max_train.*\(1000, 10\)"):
+        Run("r1", Settings(tasks=["a", "b"], max_train=10), results_root=tmp_path / "res", work_root=tmp_path / "w")
+    with pytest.raises(ValueError, match="plain folder name"):
+        Run("../up", settings, results_root=tmp_path / "res", work_root=tmp_path / "work")
+    assert run.expert_dir("ttlora", "a", "k1") == tmp_path / "work" / "experts" / "ttlora" / "a-k1"
+
+
+def test_exported_rows_are_the_rows_the_library_loads(pool, tmp_path):
+    folder = tmp_path / "rows"
+    manifest = export_rows(pool.tasks, pool, folder)
+    assert manifest["pairs"] == {"labels": ["contradiction", "entailment", "neutral"], "pair": True,
+                                 "rows": {"train": 12, "validation": 6, "test": 6}}
+    assert read_labels(folder, "single") == ["neg", "pos"]
+    for task in pool.tasks:  # what train_expert loads, given the run's caps and split seed
+        splits = load_data(DataArguments(task=task, tasks_dir=pool.tasks_dir, max_train_samples=pool.max_train,
+                                         max_eval_samples=pool.max_eval, split_seed=pool.split_seed))
+        for split in ("train", "validation", "test"):
+            rows = read_rows(folder, task, split)
+            assert [r["text"] for r in rows] == splits[split]["text"]
+            assert [r["label"] for r in rows] == splits[split]["label"]
+    assert all("text_pair" in r for r in read_rows(folder, "pairs", "train"))
+    picked = timing_rows(folder, pool.tasks, 5, seed=0)
+    assert [t for t, _ in picked] == [0, 1, 0, 1, 0] and picked == timing_rows(folder, pool.tasks, 5, seed=0)
+    assert len({r["text"] for t, r in picked if t == 0}) == 3  # distinct rows of each task
+
+
+def test_task_heads_answer_each_row_with_its_own_head():
+    torch.manual_seed(0)
+    heads = TaskHeads(4, [2, 3], dropout=0.0)
+    pooled, ids = torch.randn(5, 4), torch.tensor([0, 1, 1, 0, 1])
+    labels = torch.tensor([1, 2, 0, 0, 1])
+    loss, preds = heads(pooled, ids, labels)
+    expected = [heads.heads[t](pooled[i]).argmax().item() for i, t in enumerate(ids.tolist())]
+    assert preds.tolist() == expected
+    ce = sum(torch.nn.functional.cross_entropy(heads.heads[t](pooled[i:i + 1]), labels[i:i + 1])
+             for i, t in enumerate(ids.tolist())) / 5
+    assert torch.allclose(loss, ce)
+
+
+def test_score_counts_misrouted_rows_wrong():
+    rows = {"task": np.array([0, 0, 1, 1]), "label": np.array([1, 0, 2, 1]), "chosen": np.array([0, 1, 1, 1]),
+            "pred": np.array([1, 0, 2, 0])}
+    routed = score(rows, ["a", "b"], [2, 3], routed=True)
+    assert routed["per_task"]["a"]["accuracy"] == 0.5  # row 1 went to b's head: wrong though its id matches
+    assert routed["per_task"]["b"]["accuracy"] == 0.5
+    assert routed["router_accuracy"] == 0.75 and routed["confusion"] == [[1, 1], [0, 2]]
+    assert "confusion" not in score(rows, ["a", "b"], [2, 3], routed=False)
+
+
+def test_adapterfusion_job_and_worker_isolation(pool, tmp_path):
+    run = Run("af", pool, results_root=tmp_path / "res", work_root=tmp_path / "work")
+    export_rows(pool.tasks, pool, run.work / "rows")
+    spec = job(run, 0, run.work / "rows")
+    assert Path(spec["base"], "config.json").is_file()  # the embedded MiniLM's folder: nothing to download
+    assert spec["tasks"] == pool.tasks and len(spec["timing"]["rows"]) == pool.timing_rows
+    assert spec["adapters_dir"].startswith(str(tmp_path / "work" / "experts" / "adapterfusion"))
+    json.dumps(spec)  # the worker reads it as JSON
+    imported = set()
+    for node in ast.walk(ast.parse(WORKER.read_text())):
+        if isinstance(node, ast.Import):
+            imported |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add((node.module or ".").split(".")[0])
+    assert imported <= {"__future__", "json", "math", "statistics", "sys", "time", "pathlib", "torch", "sklearn",
+                        "transformers", "adapters"}, imported
+
+
+def fixture_method(accs: list[float], stored: int, task_given: bool, **extra) -> dict:
+    return {"per_task": {t: {"rows": 10, "accuracy": a, "f1": a} for t, a in zip(("a", "b"), accs)},
+            "trainable_params": stored, "stored_params": stored, "composition_params": 0, "task_given": task_given,
+            **extra}
+
+
+def test_report_from_fixture_results(tmp_path):
+    run = Run("rep", Settings(tasks=["a", "b"], seeds=[0, 1]), results_root=tmp_path, work_root=tmp_path / "w")
+    routing = {"router_accuracy": 0.9, "confusion": [[9, 1], [1, 9]]}
+    for seed, shift in ((0, 0.0), (1, 0.1)):
+        write_json(run.result_path(f"seed{seed}/ttmoe"), {"methods": {
+            "ttmoe": fixture_method([0.8 + shift, 0.6], 1_000, False, **routing),
+            "ttmoe_oracle": fixture_method([0.8, 0.7], 1_000, True)}})
+        write_json(run.result_path(f"seed{seed}/adapterfusion"), {"methods": {
+            "adapterfusion": fixture_method([0.7, 0.6], 200_000, True)}, "timing": {}})
+    write_json(run.result_path("seed0/lora"), {"methods": {}, "errors": {"xlora": "ValueError: boom\nmore"}})
+    write_json(run.result_path("timing"), {"rows": 8, "reps": 3, "threads": 1, "base_ms_per_row": 2.0, "methods": {
+        "ttmoe": {"ms_per_row": 2.5, "x_base": 1.25}}})
+    result = write_report(run)
+    moe = result["methods"]["ttmoe"]
+    assert moe["per_task"]["a"]["accuracy"] == pytest.approx(0.85) and moe["accuracy"] == pytest.approx(0.725)
+    assert moe["per_task"]["a"]["accuracy_std"] == pytest.approx(0.05) and moe["confusion"] == [[18, 2], [2, 18]]
+    table = (tmp_path / "rep" / "results.md").read_text()
+    assert "| TT-LoRA MoE (routed) | no | 85.00 | 60.00 | **72.50** |" in table
+    assert "| 1,000 | 1,000 | 0.50% | 2.50 | 1.25 |" in table
+    assert "**+7.50 points**" in table and "0.50% of its stored parameters" in table  # 72.50 vs 65.00
+    assert "its oracle: -2.50 points" in table and "`xlora` did not run: `ValueError: boom`" in table
+    for png in ("accuracy.png", "params.png", "confusion_ttmoe.png"):
+        assert (tmp_path / "rep" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((tmp_path / "rep" / "results.json").read_text())["methods"].keys() == {
+        "ttmoe", "ttmoe_oracle", "adapterfusion"}
