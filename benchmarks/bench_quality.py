@@ -90,6 +90,30 @@ def build(method: str, args, label_names: list[str], pad_token_id):
                                                      modules_to_save=[head])), []
 
 
+class MaskedMeanPooler(torch.nn.Module):
+    """Stands in for BERT's pooler (`tanh(W h_CLS)`): the mean of the last hidden states over real tokens. The
+    attention mask reaches it through a pre-hook on the encoder (BERT calls its pooler with the hidden states only)."""
+
+    def __init__(self):
+        super().__init__()
+        self.mask = None
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:  # (B, T, H) -> (B, H)
+        mask = self.mask.unsqueeze(-1).to(hidden_states.dtype)  # (B, T, 1)
+        return (hidden_states * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+def mean_pooling_(model) -> None:
+    """Replace the BERT encoder's pooler inside `model` by `MaskedMeanPooler` (for `--pooling mean`)."""
+    encoder = next(m for m in model.modules() if getattr(m, "pooler", None) is not None)
+    pooler = encoder.pooler = MaskedMeanPooler()
+
+    def keep_mask(module, args, kwargs):
+        pooler.mask = kwargs["attention_mask"]
+
+    encoder.register_forward_pre_hook(keep_mask, with_kwargs=True)
+
+
 def adapter_parameters(model) -> int:
     """Trainable parameters outside the task head."""
     return sum(p.numel() for n, p in model.named_parameters() if p.requires_grad
@@ -103,6 +127,8 @@ def train_one(method: str, lr: float, seed: int, args, splits, label_names, toke
 
     torch.manual_seed(seed)
     model, callbacks = build(method, args, label_names, tokenizer.pad_token_id)
+    if args.pooling == "mean":
+        mean_pooling_(model)
     run_dir = f"runs/bench_quality/{args.name}/{method}-{lr:g}-{seed}"
     budget = dict(num_train_epochs=args.epochs, save_strategy="no")
     if args.early_stopping:
@@ -180,6 +206,9 @@ def main() -> None:
     parser.add_argument("--max_epochs", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=0.06, help="warm-up steps, or a fraction of them below 1")
     parser.add_argument("--weight_decay", type=float, default=0.0)
+    parser.add_argument("--pooling", default="model", choices=["model", "mean"],
+                        help="model: the base's own head input (BERT: pooler over [CLS]); mean: masked mean of the "
+                        "last hidden states (BERT encoders)")
     parser.add_argument("--base_model", default=DEFAULT_BASE_MODEL)
     parser.add_argument("--gguf_file")
     parser.add_argument("--device", default="cpu")
