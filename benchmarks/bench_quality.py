@@ -16,7 +16,7 @@ run (`--resume` continues a run), the tables go to `benchmarks/results/<name>.md
 
 Methods (`--methods`; parameter counts printed per run):
     tt            TT-LoRA (`--tt_rank`, `--tt_alpha`) on `--modules`
-    lora          PEFT LoRA r=16 (alpha 16) on `--modules`
+    lora          PEFT LoRA r=16 (`--lora_rank`, alpha = rank) on `--modules`
     moe           dense MoE-LoRA, the library's defaults (8 experts of rank 4 on both FFN linears, dense gate)
     moe_top2      the same with top-2 gating
     moe_nobal     the same without the load-balancing loss (coefficient 0)
@@ -84,8 +84,8 @@ def build(method: str, args, label_names: list[str], pad_token_id):
         base.requires_grad_(method == "full")
         getattr(base, head).requires_grad_(True)
         return base, []
-    rank, targets = {"lora": (16, MODULE_SETS[args.modules]["peft"]), "lora_budget": (MOE_RANK_BUDGET, FFN_PEFT),
-                     "lora_rank": (MOE_TOTAL_RANK, FFN_PEFT)}[method]
+    rank, targets = {"lora": (args.lora_rank, MODULE_SETS[args.modules]["peft"]),
+                     "lora_budget": (MOE_RANK_BUDGET, FFN_PEFT), "lora_rank": (MOE_TOTAL_RANK, FFN_PEFT)}[method]
     return peft.get_peft_model(base, peft.LoraConfig(r=rank, lora_alpha=rank, target_modules=targets,
                                                      modules_to_save=[head])), []
 
@@ -190,6 +190,7 @@ def main() -> None:
                         help="learning-rate grid per method, e.g. tt=5e-3,1e-2 (default: DEFAULT_LRS)")
     parser.add_argument("--modules", default="qv", choices=sorted(MODULE_SETS), help="linears tt and lora adapt")
     parser.add_argument("--tt_rank", type=int, default=5)
+    parser.add_argument("--lora_rank", type=int, default=16, help="rank of the lora method (alpha = rank)")
     parser.add_argument("--tt_alpha", type=float, default=16.0)
     parser.add_argument("--tt_shapes", type=json.loads, help='TT layout per module, JSON as TTLoRAConfig.tt_shapes, '
                         'e.g. {"query": [[16, 24], [24, 16]], "value": [[16, 24], [24, 16]]} (default: automatic)')

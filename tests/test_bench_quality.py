@@ -15,7 +15,7 @@ from hf_ttmoe.training import compute_metrics
 
 def args(modules: str) -> argparse.Namespace:
     return argparse.Namespace(base_model=DEFAULT_BASE_MODEL, gguf_file=None, task="t", tt_rank=5, tt_alpha=16.0,
-                              tt_shapes=None, modules=modules)
+                              tt_shapes=None, lora_rank=16, modules=modules)
 
 
 @pytest.fixture(scope="module")
