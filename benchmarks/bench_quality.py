@@ -140,9 +140,16 @@ def train_one(method: str, lr: float, seed: int, args, splits, label_names, toke
         output_dir=run_dir, learning_rate=lr, per_device_train_batch_size=args.batch_size,
         per_device_eval_batch_size=128, report_to=[], use_cpu=args.device == "cpu", seed=seed, logging_steps=50,
         warmup_steps=args.warmup, weight_decay=args.weight_decay, disable_tqdm=True, **budget)
+    optimizer = None
+    if args.head_lr is not None:  # AdamW as Trainer builds it, the task head in a group of its own
+        params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        head = [p for n, p in params if any(h in n for h in ("classifier", "score"))]
+        rest = [p for n, p in params if not any(h in n for h in ("classifier", "score"))]
+        optimizer = torch.optim.AdamW([{"params": rest, "lr": lr}, {"params": head, "lr": args.head_lr}],
+                                      weight_decay=args.weight_decay)
     trainer = Trainer(model=model, args=training_args, train_dataset=splits["train"],
                       eval_dataset=splits["validation"], data_collator=DataCollatorWithPadding(tokenizer),
-                      compute_metrics=compute_metrics, callbacks=callbacks)
+                      compute_metrics=compute_metrics, callbacks=callbacks, optimizers=(optimizer, None))
     t0 = time.perf_counter()
     trainer.train()
     row = {"method": method, "lr": lr, "seed": seed, "train_s": round(time.perf_counter() - t0, 1),
@@ -207,6 +214,7 @@ def main() -> None:
     parser.add_argument("--max_epochs", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=0.06, help="warm-up steps, or a fraction of them below 1")
     parser.add_argument("--weight_decay", type=float, default=0.0)
+    parser.add_argument("--head_lr", type=float, help="learning rate of the task head (default: the method's lr)")
     parser.add_argument("--pooling", default="model", choices=["model", "mean"],
                         help="model: the base's own head input (BERT: pooler over [CLS]); mean: masked mean of the "
                         "last hidden states (BERT encoders)")
