@@ -250,7 +250,8 @@ def main() -> None:
           f"rows; labels {label_names}")
 
     ignore = ("resume", "methods", "lrs", "grids", "seeds", "threads")
-    rows = resumed_rows(args, ignore) if args.resume else []
+    defaults = {k: parser.get_default(k) for k in vars(args)}
+    rows = resumed_rows(args, ignore, defaults) if args.resume else []
 
     def run(method, lr, seed):
         done = [r for r in rows if (r["method"], r["lr"], r["seed"]) == (method, lr, seed)]

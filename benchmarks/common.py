@@ -143,14 +143,16 @@ def save(name: str, payload: dict) -> None:
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2))
 
 
-def resumed_rows(args, ignore: tuple[str, ...]) -> list[dict]:
-    """The rows of `benchmarks/results/<args.name>.json` if it was run with the same settings (`ignore` aside)."""
+def resumed_rows(args, ignore: tuple[str, ...], defaults: dict | None = None) -> list[dict]:
+    """The rows of `benchmarks/results/<args.name>.json` if it was run with the same settings (`ignore` aside). An
+    option added since that run counts as the same when it is at its default (`defaults`, the parser's)."""
     path = RESULTS / f"{args.name}.json"
     if not path.exists():
         return []
     earlier = json.loads(path.read_text())
     same = {k: v for k, v in earlier["args"].items() if k not in ignore}
-    now = {k: v for k, v in vars(args).items() if k not in ignore}
+    now = {k: v for k, v in vars(args).items() if k not in ignore
+           and (k in earlier["args"] or k not in (defaults or {}) or v != defaults[k])}
     if same != now:
         raise SystemExit(f"--resume: {path} was run with other settings: {same} vs now {now}")
     return earlier["rows"]
