@@ -1,0 +1,60 @@
+"""Linear probes of the frozen base (issue 13): how much of a task the base model's own features carry, by pooling.
+
+    python -m benchmarks.bench_probe --glue_dir ../shared/data/glue [--task sst2 --max_train_samples 4000]
+
+Features of the frozen MiniLM for three poolings (BERT's [CLS] pooler `tanh(W h_CLS)`, the raw [CLS] state, the
+masked mean of the last hidden states: what all-MiniLM-L6-v2 was trained for), then a logistic regression (sklearn)
+on the training rows; dev and test accuracy. Results `benchmarks/results/probe_<task>.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from sklearn.linear_model import LogisticRegression
+
+from benchmarks.common import save
+from hf_ttmoe import DEFAULT_BASE_MODEL, TTLoRAConfig, load_base_model, load_task, load_tokenizer
+
+
+@torch.no_grad()
+def features(encoder, tokenizer, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
+    out = {"pooler": [], "cls": [], "mean": []}
+    for i in range(0, len(texts), 128):
+        batch = tokenizer(texts[i:i + 128], padding=True, truncation=True, max_length=max_length,
+                          return_tensors="pt")
+        hidden = encoder(**batch)
+        mask = batch["attention_mask"].unsqueeze(-1).float()  # (B, T, 1)
+        out["pooler"].append(hidden.pooler_output)
+        out["cls"].append(hidden.last_hidden_state[:, 0])
+        out["mean"].append((hidden.last_hidden_state * mask).sum(1) / mask.sum(1))
+    return {k: torch.cat(v).numpy() for k, v in out.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="sst2")
+    parser.add_argument("--glue_dir")
+    parser.add_argument("--tasks_dir")
+    parser.add_argument("--max_train_samples", type=int, default=4000)
+    parser.add_argument("--max_eval_samples", type=int, default=2000)
+    parser.add_argument("--max_length", type=int, default=64)
+    args = parser.parse_args()
+    config = TTLoRAConfig(base_model_name_or_path=DEFAULT_BASE_MODEL, num_labels=2)
+    tokenizer, model = load_tokenizer(config), load_base_model(config).eval()
+    encoder = model.base_model  # BertModel: the pooler is part of it
+    splits = load_task(args.task, glue_dir=args.glue_dir, tasks_dir=args.tasks_dir,
+                       max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples)
+    feats = {s: features(encoder, tokenizer, splits[s]["text"], args.max_length) for s in splits}
+    rows = []
+    for pooling in ("pooler", "cls", "mean"):
+        probe = LogisticRegression(max_iter=2000).fit(feats["train"][pooling], splits["train"]["label"])
+        rows.append({"pooling": pooling, **{f"{s}_accuracy": probe.score(feats[s][pooling], splits[s]["label"])
+                                             for s in ("validation", "test")}})
+        print(rows[-1])
+    save(f"probe_{args.task}", {"args": vars(args), "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
