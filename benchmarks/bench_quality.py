@@ -45,6 +45,7 @@ from hf_ttmoe import (
     load_base_model,
     load_tokenizer,
 )
+from hf_ttmoe.adapter import HEAD_MODULE_NAMES
 
 # Which linears "tt" and "lora" adapt: query/value (TT-LoRA's default), or every linear of every layer. PEFT's pattern
 # is a regex so that BERT's pooler.dense, outside the layers, is left alone as TT-LoRA leaves it.
@@ -79,7 +80,7 @@ def build(method: str, args, label_names: list[str], pad_token_id):
                                     router_aux_loss_coef=0.0 if method == "moe_nobal" else 0.05, **common)
         return DenseMoELoRAModel(config), [BalanceLossCallback()]
     base = load_base_model(TTLoRAConfig(num_labels=len(label_names), **common))
-    head = "classifier" if hasattr(base, "classifier") else "score"
+    head = next(name for name in HEAD_MODULE_NAMES if hasattr(base, name))
     if method in ("full", "head"):
         base.requires_grad_(method == "full")
         getattr(base, head).requires_grad_(True)
@@ -114,10 +115,14 @@ def mean_pooling_(model) -> None:
     encoder.register_forward_pre_hook(keep_mask, with_kwargs=True)
 
 
+def is_head(name: str) -> bool:
+    """Whether a parameter belongs to the task head."""
+    return any(head in name for head in HEAD_MODULE_NAMES)
+
+
 def adapter_parameters(model) -> int:
     """Trainable parameters outside the task head."""
-    return sum(p.numel() for n, p in model.named_parameters() if p.requires_grad
-               and not any(h in n for h in ("classifier", "score")))
+    return sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and not is_head(n))
 
 
 def train_one(method: str, lr: float, seed: int, args, splits, label_names, tokenizer) -> dict:
@@ -143,8 +148,8 @@ def train_one(method: str, lr: float, seed: int, args, splits, label_names, toke
     optimizer = None
     if args.head_lr is not None:  # AdamW as Trainer builds it, the task head in a group of its own
         params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        head = [p for n, p in params if any(h in n for h in ("classifier", "score"))]
-        rest = [p for n, p in params if not any(h in n for h in ("classifier", "score"))]
+        head = [p for n, p in params if is_head(n)]
+        rest = [p for n, p in params if not is_head(n)]
         optimizer = torch.optim.AdamW([{"params": rest, "lr": lr}, {"params": head, "lr": args.head_lr}],
                                       weight_decay=args.weight_decay)
     trainer = Trainer(model=model, args=training_args, train_dataset=splits["train"],

@@ -76,12 +76,12 @@ def compute_metrics(eval_pred) -> dict[str, float]:
     }
 
 
-def load_data(data_args: DataArguments, label_names: list[str] | None = None):
+def load_data(data_args: DataArguments):
     """The splits `data_args` name: the user's files when `--train_file` is given, else the task."""
     from .data import load_files, load_task
 
     caps = {"seed": data_args.split_seed, "max_train_samples": data_args.max_train_samples,
-            "max_eval_samples": data_args.max_eval_samples, "label_names": label_names}
+            "max_eval_samples": data_args.max_eval_samples}
     if data_args.train_file is None:
         return load_task(data_args.task, glue_dir=data_args.glue_dir, tasks_dir=data_args.tasks_dir, **caps)
     return load_files(data_args.train_file, data_args.validation_file, data_args.test_file, **caps)

@@ -15,9 +15,10 @@ from hf_ttmoe.adapter import resolve_base_model
 
 from .rows import timing_rows
 from .run import Run, write_json
+from .settings import WORK_ROOT
 
 HERE = Path(__file__).resolve().parent
-ENV_DIR = HERE / ".venv-adapters"
+ENV_DIR = WORK_ROOT / ".venv-adapters"  # git-ignored, outside the source tree (1.3 GB of site-packages)
 SETUP = HERE / "setup_adapters_env.sh"
 WORKER = HERE / "adapterfusion_worker.py"
 

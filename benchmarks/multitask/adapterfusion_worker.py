@@ -1,7 +1,7 @@
 """AdapterFusion (Pfeiffer et al., 2021) with AdapterHub's `adapters`, run in its own environment
 (`setup_adapters_env.sh`: adapters 1.3.0, transformers 4.57.6) by `adapterfusion.py`:
 
-    .venv-adapters/bin/python benchmarks/multitask/adapterfusion_worker.py job.json
+    runs/multitask/.venv-adapters/bin/python benchmarks/multitask/adapterfusion_worker.py job.json
 
 It imports nothing of hf_ttmoe: the job file names the base model's folder, the folder of exported rows
 (`<task>/{train,test}.jsonl`, `<task>/labels.json`) and the budget; results are written as JSON to `job["out"]`.
