@@ -15,6 +15,7 @@ import torch
 from benchmarks.multitask import __main__ as cli
 from benchmarks.multitask.adapterfusion import WORKER, job
 from benchmarks.multitask.heads import TaskHeads, score
+from benchmarks.multitask.lr_grid import choose_lr
 from benchmarks.multitask.report import write_report
 from benchmarks.multitask.rows import export_rows, read_labels, read_rows, timing_rows
 from benchmarks.multitask.run import Run, write_json
@@ -127,15 +128,37 @@ def test_adapterfusion_job_and_worker_isolation(pool, tmp_path):
     assert Path(spec["base"], "config.json").is_file()  # the embedded MiniLM's folder: nothing to download
     assert spec["tasks"] == pool.tasks and len(spec["timing"]["rows"]) == pool.timing_rows
     assert spec["adapters_dir"].startswith(str(tmp_path / "work" / "experts" / "adapterfusion"))
+    assert spec["adapter_lrs"] == pool.af_adapter_lrs
     json.dumps(spec)  # the worker reads it as JSON
-    imported = set()
-    for node in ast.walk(ast.parse(WORKER.read_text())):
-        if isinstance(node, ast.Import):
-            imported |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            imported.add((node.module or ".").split(".")[0])
-    assert imported <= {"__future__", "json", "math", "statistics", "sys", "time", "pathlib", "torch", "sklearn",
-                        "transformers", "adapters"}, imported
+
+    def imports(path: Path) -> set[str]:
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                imported.add((node.module or ".").split(".")[0])
+        return imported
+
+    assert imports(WORKER) <= {"__future__", "importlib", "json", "math", "statistics", "sys", "time", "pathlib",
+                               "torch", "sklearn", "transformers", "adapters"}, imports(WORKER)
+    assert imports(WORKER.with_name("lr_grid.py")) == {"__future__"}  # the worker loads it by path, in its own env
+
+
+def test_learning_rate_chosen_on_validation():
+    choice = choose_lr({1e-2: 0.70, 5e-3: 0.74, 2e-2: 0.74})
+    assert choice == {"lrs": [5e-3, 1e-2, 2e-2], "validation_accuracy": [0.74, 0.70, 0.74], "chosen": 5e-3,
+                      "at_edge": True}  # the lowest of equals
+    assert choose_lr({1e-2: 0.8, 5e-3: 0.7, 2e-2: 0.6}) == {"lrs": [5e-3, 1e-2, 2e-2],
+                                                            "validation_accuracy": [0.7, 0.8, 0.6],
+                                                            "chosen": 1e-2, "at_edge": False}
+    assert choose_lr({1e-3: 0.5})["at_edge"] is False  # a single rate is not a grid
+    with pytest.raises(ValueError, match="empty"):
+        choose_lr({})
+    with pytest.raises(ValueError, match=r"tt_lrs=\[0.01, 0.01\]"):
+        Settings(tt_lrs=[1e-2, 1e-2])
+    with pytest.raises(ValueError, match="lora_lrs"):
+        Settings(lora_lrs=[])
 
 
 def fixture_method(accs: list[float], stored: int, task_given: bool, **extra) -> dict:
@@ -150,7 +173,8 @@ def test_report_from_fixture_results(tmp_path):
     for seed, shift in ((0, 0.0), (1, 0.1)):
         write_json(run.result_path(f"seed{seed}/ttmoe"), {"methods": {
             "ttmoe": fixture_method([0.8 + shift, 0.6], 1_000, False, **routing),
-            "ttmoe_oracle": fixture_method([0.8, 0.7], 1_000, True)}})
+            "ttmoe_oracle": fixture_method([0.8, 0.7], 1_000, True)},
+            "lr_choice": {"a": choose_lr({5e-3: 0.6, 1e-2: 0.7, 2e-2: 0.5}), "b": choose_lr({5e-3: 0.6, 1e-2: 0.5})}})
         write_json(run.result_path(f"seed{seed}/adapterfusion"), {"methods": {
             "adapterfusion": fixture_method([0.7, 0.6], 200_000, True)}, "timing": {}})
     write_json(run.result_path("seed0/lora"), {"methods": {}, "errors": {"xlora": "ValueError: boom\nmore"}})
@@ -165,6 +189,8 @@ def test_report_from_fixture_results(tmp_path):
     assert "| 1,000 | 1,000 | 0.50% | 2.50 | 1.25 |" in table
     assert "**+7.50 points**" in table and "0.50% of its stored parameters" in table  # 72.50 vs 65.00
     assert "its oracle: -2.50 points" in table and "`xlora` did not run: `ValueError: boom`" in table
+    assert "| TT-LoRA experts | 0.005, 0.01, 0.02 | 0 | 0.01 | 0.005* |" in table
+    assert "| TT-LoRA experts | 0.005, 0.01, 0.02 | 1 | 0.01 | 0.005* |" in table
     for png in ("accuracy.png", "params.png", "confusion_ttmoe.png"):
         assert (tmp_path / "rep" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((tmp_path / "rep" / "results.json").read_text())["methods"].keys() == {

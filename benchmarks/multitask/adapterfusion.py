@@ -31,11 +31,11 @@ def adapters_python(env_dir: Path = ENV_DIR) -> Path:
 
 def job(run: Run, seed: int, rows_dir: Path) -> dict:
     s = run.settings
-    key = s.training_key("adapterfusion", "seq_bn", s.af_adapter_lr, seed)
+    key = s.training_key("adapterfusion", "seq_bn", seed)  # one folder per rate inside: <task>/lr<rate>
     return {"base": resolve_base_model(s.base_model)[0], "rows_dir": str(rows_dir), "tasks": s.tasks,
             "adapters_dir": str(run.experts_root / "adapterfusion" / key), "seed": seed,
             "max_length": s.max_length, "batch_size": s.batch_size, "epochs": s.epochs,
-            "adapter_lr": s.af_adapter_lr, "fusion_lr": s.af_fusion_lr, "threads": torch.get_num_threads(),
+            "adapter_lrs": s.af_adapter_lrs, "fusion_lr": s.af_fusion_lr, "threads": torch.get_num_threads(),
             "timing": {"rows": timing_rows(rows_dir, s.tasks, s.timing_rows, seed=0), "reps": s.timing_reps},
             "out": str(run.work / f"seed{seed}" / "adapterfusion.json")}
 
@@ -52,4 +52,6 @@ def run_adapterfusion(run: Run, seed: int, rows_dir: Path) -> dict:
     result = json.loads(Path(spec["out"]).read_text())
     timing, training = result.pop("timing"), result.pop("training")
     versions = result.pop("versions")
-    return {"methods": {"adapterfusion": result}, "timing": timing, "training": training, "versions": versions}
+    choices = result.pop("lr_choice")
+    return {"methods": {"adapterfusion": result}, "timing": timing, "training": training, "versions": versions,
+            "lr_choice": choices}

@@ -7,7 +7,8 @@ It imports nothing of hf_ttmoe: the job file names the base model's folder, the 
 (`<task>/{train,test}.jsonl`, `<task>/labels.json`) and the budget; results are written as JSON to `job["out"]`.
 
 As AdapterHub's documentation describes it: stage 1 trains one bottleneck adapter (`seq_bn`, the Pfeiffer
-configuration) and a classification head per task; stage 2, for each target task, adds a Fusion layer over all the
+configuration) and a classification head per task (at each rate of `adapter_lrs`, keeping the best on the task's
+validation rows, as every method's per-task pieces); stage 2, for each target task, adds a Fusion layer over all the
 task adapters (`Fuse`), freezes the adapters (`train_adapter_fusion`) and trains the fusion and the task's head on
 that task's rows. At test each task is answered by its own fusion and head: AdapterFusion is told the task.
 Heads are one linear layer on the base's pooler (`layers=1, use_pooler=True`), the head every other method uses.
@@ -17,6 +18,7 @@ clipped at 1.0, `ceil(epochs * ceil(rows / batch))` steps.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import statistics
@@ -28,6 +30,12 @@ import torch
 from sklearn.metrics import accuracy_score, f1_score
 
 ADAPTER_CONFIG = "seq_bn"
+TRAINING_FILE = "training.json"
+# The learning-rate choice every method shares: a plain module beside this file, loaded by path (the worker runs in
+# its own environment, outside the project's packages).
+_spec = importlib.util.spec_from_file_location("lr_grid", Path(__file__).with_name("lr_grid.py"))
+lr_grid = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(lr_grid)
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -75,6 +83,19 @@ def train(model, tokenizer, features: list[dict], job: dict, lr: float) -> dict:
     model.eval()
     return {"train_s": round(time.perf_counter() - t0, 1), "steps": step,
             "trainable_params": sum(p.numel() for p in params)}
+
+
+def train_adapter(model, tokenizer, data: dict, num_labels: int, task: str, job: dict, lr: float) -> dict:
+    """A fresh bottleneck adapter and head named `task`, trained alone at `lr`; returns its training record with
+    the validation accuracy."""
+    torch.manual_seed(job["seed"])
+    model.add_adapter(task, config=ADAPTER_CONFIG)
+    model.add_classification_head(task, num_labels=num_labels, layers=1, use_pooler=True)
+    model.train_adapter(task)
+    model.active_head = task
+    info = train(model, tokenizer, data["train"], job, lr)
+    info["validation_accuracy"] = evaluate(model, tokenizer, data["validation"], num_labels)["accuracy"]
+    return info
 
 
 def f1(labels, preds, num_labels: int) -> float:
@@ -143,29 +164,34 @@ def main(job_path: str) -> None:
     labels = {t: json.loads((rows_dir / t / "labels.json").read_text())["labels"] for t in tasks}
     tokenizer = AutoTokenizer.from_pretrained(job["base"])
     data = {t: {s: tokenize(tokenizer, read_jsonl(rows_dir / t / f"{s}.jsonl"), job["max_length"])
-                for s in ("train", "test")} for t in tasks}
+                for s in ("train", "validation", "test")} for t in tasks}
     model = AutoAdapterModel.from_pretrained(job["base"])
     base = AutoModel.from_pretrained(job["base"]).eval()
     training = {"adapters": {}, "fusions": {}}
 
-    for i, task in enumerate(tasks):  # stage 1: one bottleneck adapter + head per task, cached across runs
-        folder = cache / task
-        if (folder / "adapter_config.json").exists():
-            print(f"  adapter {task} ({i + 1}/{len(tasks)}): reused {folder}", flush=True)
-            model.load_adapter(str(folder), load_as=task, with_head=True)
-            training["adapters"][task] = json.loads((folder / "training.json").read_text())
-            continue
-        print(f"  adapter {task} ({i + 1}/{len(tasks)}): training", flush=True)
-        torch.manual_seed(job["seed"])
-        model.add_adapter(task, config=ADAPTER_CONFIG)
-        model.add_classification_head(task, num_labels=len(labels[task]), layers=1, use_pooler=True)
-        model.train_adapter(task)
-        model.active_head = task
-        info = train(model, tokenizer, data[task]["train"], job, job["adapter_lr"])
-        folder.mkdir(parents=True, exist_ok=True)
-        model.save_adapter(str(folder), task, with_head=True)
-        (folder / "training.json").write_text(json.dumps(info) + "\n")
-        training["adapters"][task] = info
+    choices = {}
+    for i, task in enumerate(tasks):  # stage 1: a bottleneck adapter + head per task and rate, cached across runs
+        print(f"  adapter {task} ({i + 1}/{len(tasks)})", flush=True)
+        accuracy = {}
+        for lr in job["adapter_lrs"]:
+            folder = cache / task / f"lr{lr:g}"
+            if (folder / TRAINING_FILE).exists():  # written last: the folder is complete
+                print(f"    lr {lr:g}: reused {folder}", flush=True)
+                info = json.loads((folder / TRAINING_FILE).read_text())
+            else:
+                print(f"    lr {lr:g}: training", flush=True)
+                info = train_adapter(model, tokenizer, data[task], len(labels[task]), task, job, lr)
+                folder.mkdir(parents=True, exist_ok=True)
+                model.save_adapter(str(folder), task, with_head=True)
+                (folder / TRAINING_FILE).write_text(json.dumps(info) + "\n")
+                model.delete_adapter(task)
+                model.delete_head(task)
+            accuracy[lr] = info["validation_accuracy"]
+            training["adapters"][f"{task}@{lr:g}"] = info
+        choices[task] = lr_grid.choose_lr(accuracy)
+        chosen = choices[task]["chosen"]
+        print(f"    chose lr {chosen:g}", flush=True)
+        model.load_adapter(str(cache / task / f"lr{chosen:g}"), load_as=task, with_head=True)
 
     results = {}
     for i, task in enumerate(tasks):  # stage 2: a Fusion layer over every adapter, per target task
@@ -187,7 +213,8 @@ def main(job_path: str) -> None:
     stored = sum(v for n, v in extra.items() if n not in base_names)
     fusion = sum(v for n, v in extra.items() if "adapter_fusion_layer" in n)
     out = {"per_task": results, "trainable_params": stored, "stored_params": stored, "composition_params": fusion,
-           "task_given": True, "training": training, "timing": timing(model, base, tokenizer, job, tasks),
+           "task_given": True, "training": training, "lr_choice": choices,
+           "timing": timing(model, base, tokenizer, job, tasks),
            "versions": {"adapters": adapters.__version__, "transformers": transformers.__version__,
                         "torch": torch.__version__}}
     Path(job["out"]).write_text(json.dumps(out, indent=2) + "\n")

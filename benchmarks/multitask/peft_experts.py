@@ -17,11 +17,14 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.utils.data import DataLoader
+from transformers import DataCollatorWithPadding
 
 from hf_ttmoe import TTLoRAConfig, load_base_model, load_tokenizer
 
 from .fit import fit
 from .heads import TaskHeads, predict_rows, score
+from .lr_grid import choose_lr
 from .params import stored_parameters, trainable_parameters
 from .rows import encode, mixed, read_labels, read_rows
 from .run import Run
@@ -37,7 +40,18 @@ def base_classifier(run: Run, num_labels: int = 2):
     return load_base_model(TTLoRAConfig(base_model_name_or_path=run.settings.base_model, num_labels=num_labels))
 
 
-def train_expert(run: Run, task: str, seed: int, rows_dir: Path, tokenizer, out: Path) -> None:
+@torch.no_grad()
+def validation_accuracy(model, rows: list[dict], tokenizer, max_length: int) -> float:
+    """Accuracy of a sequence classifier on `rows` (the task's validation rows)."""
+    data = encode(rows, tokenizer, max_length, 0).remove_columns("task_ids")
+    correct = 0
+    for batch in DataLoader(data, batch_size=64, collate_fn=DataCollatorWithPadding(tokenizer)):
+        labels = batch.pop("labels")
+        correct += (model(**batch).logits.argmax(-1) == labels).sum().item()
+    return correct / len(data)
+
+
+def train_expert(run: Run, task: str, lr: float, seed: int, rows_dir: Path, tokenizer, out: Path) -> None:
     import peft
 
     s = run.settings
@@ -48,27 +62,43 @@ def train_expert(run: Run, task: str, seed: int, rows_dir: Path, tokenizer, out:
     classifier = model.get_base_model().classifier
     classifier.requires_grad_(True)  # trained with the adapter, saved beside it
     data = encode(read_rows(rows_dir, task, "train"), tokenizer, s.max_length, 0).remove_columns("task_ids")
-    info = fit(model, data, tokenizer, s.lora_lr, seed, s, run.work / "trainer")
+    info = fit(model, data, tokenizer, lr, seed, s, run.work / "trainer")
     info["trainable_params"] = trainable_parameters(model)
+    info["validation_accuracy"] = validation_accuracy(model, read_rows(rows_dir, task, "validation"), tokenizer,
+                                                      s.max_length)
     model.save_pretrained(str(out))
     save_file({k: v.contiguous() for k, v in classifier.state_dict().items()}, str(out / HEAD_FILE),
               metadata={"labels": json.dumps(labels)})
     (out / "results.json").write_text(json.dumps(info, indent=2) + "\n")
 
 
-def train_experts(run: Run, seed: int, rows_dir: Path, tokenizer) -> dict[str, Path]:
-    """A LoRA expert per task, reused when one trained alike exists."""
+def complete(out: Path) -> bool:
+    """An expert folder with every file and its validation accuracy (older runs saved none: those are retrained)."""
+    return (all((out / f).exists() for f in EXPERT_FILES)
+            and "validation_accuracy" in json.loads((out / "results.json").read_text()))
+
+
+def train_experts(run: Run, seed: int, rows_dir: Path, tokenizer) -> tuple[dict[str, Path], dict[str, dict], float]:
+    """Per task, a LoRA expert at each rate of `lora_lrs` (reused when one trained alike exists); the task keeps the
+    best on validation rows (`lr_grid`). Returns the chosen experts, the choices and the grid's training seconds."""
     s = run.settings
-    experts = {}
+    experts, choices, train_s = {}, {}, 0.0
     for i, task in enumerate(s.tasks):
-        out = run.expert_dir("lora", task, s.training_key("lora", LORA_RANK, TARGETS, s.lora_lr, seed))
-        experts[task] = out
-        if all((out / f).exists() for f in EXPERT_FILES):
-            print(f"  LoRA expert {task} ({i + 1}/{len(s.tasks)}): reused {out}", flush=True)
-            continue
-        print(f"  LoRA expert {task} ({i + 1}/{len(s.tasks)}): training -> {out}", flush=True)
-        train_expert(run, task, seed, rows_dir, tokenizer, out)
-    return experts
+        print(f"  LoRA expert {task} ({i + 1}/{len(s.tasks)})", flush=True)
+        trained, results = {}, {}
+        for lr in s.lora_lrs:
+            out = run.expert_dir("lora", task, s.training_key("lora", LORA_RANK, TARGETS, lr, seed))
+            if complete(out):
+                print(f"    lr {lr:g}: reused {out}", flush=True)
+            else:
+                print(f"    lr {lr:g}: training -> {out}", flush=True)
+                train_expert(run, task, lr, seed, rows_dir, tokenizer, out)
+            trained[lr], results[lr] = out, json.loads((out / "results.json").read_text())
+        choices[task] = choose_lr({lr: r["validation_accuracy"] for lr, r in results.items()})
+        experts[task] = trained[choices[task]["chosen"]]
+        train_s += sum(r["train_s"] for r in results.values())
+        print(f"    chose lr {choices[task]['chosen']:g}", flush=True)
+    return experts, choices, train_s
 
 
 def load_heads(experts: dict[str, Path]) -> TaskHeads:
@@ -216,7 +246,7 @@ def xlora_predictor(pooled: Pooled):
 def run_peft_experts(run: Run, seed: int, rows_dir: Path) -> dict:
     s = run.settings
     tokenizer = load_tokenizer(TTLoRAConfig(base_model_name_or_path=s.base_model))
-    experts = train_experts(run, seed, rows_dir, tokenizer)
+    experts, choices, grid_train_s = train_experts(run, seed, rows_dir, tokenizer)
     num_labels = [len(read_labels(rows_dir, t)) for t in s.tasks]
     test = mixed(rows_dir, s.tasks, "test", tokenizer, s.max_length, seed)
     files = [p / f for p in experts.values() for f in ("adapter_model.safetensors", HEAD_FILE)]
@@ -246,7 +276,8 @@ def run_peft_experts(run: Run, seed: int, rows_dir: Path) -> dict:
         print(f"  {name} failed: {error}", flush=True)
     return {"methods": methods, "errors": errors, "experts": {t: str(p) for t, p in experts.items()},
             "training": {"expert_train_s": sum(r["train_s"] for r in train),
-                         "expert_steps": sum(r["steps"] for r in train)}}
+                         "expert_steps": sum(r["steps"] for r in train), "grid_train_s": grid_train_s},
+            "lr_choice": choices}
 
 
 def run_xlora(run: Run, seed: int, rows_dir: Path, experts, tokenizer, test, num_labels, experts_params) -> dict:

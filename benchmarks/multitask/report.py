@@ -19,13 +19,16 @@ LABELS = {
     "mtl_lora": "one multi-task LoRA r=16, per-task heads",
 }
 ROUTED = ("ttmoe", "arrow", "xlora")
+# stage -> (what its per-task rates were chosen for, the settings field of the grid)
+LR_GRIDS = {"ttmoe": ("TT-LoRA experts", "tt_lrs"), "lora": ("PEFT LoRA experts", "lora_lrs"),
+            "adapterfusion": ("AdapterFusion's adapters", "af_adapter_lrs")}
 
 
 def gather(run: Run) -> dict:
     """Per method: per-task accuracy / F1 averaged over seeds (with the spread), their mean over tasks, routing,
     parameters and timing; plus the errors of methods that did not run."""
     s = run.settings
-    per_seed, errors, stages = {}, {}, {}
+    per_seed, errors, stages, lr_choice = {}, {}, {}, {}
     for seed in s.seeds:
         for stage in ("ttmoe", "lora", "mtl_lora", "adapterfusion"):
             result = run.done(f"seed{seed}/{stage}")
@@ -33,6 +36,8 @@ def gather(run: Run) -> dict:
                 continue
             stages[f"seed{seed}/{stage}"] = {"wall_s": result.get("wall_s"), **result.get("training", {})}
             errors.update(result.get("errors", {}))
+            if "lr_choice" in result:
+                lr_choice.setdefault(LR_GRIDS[stage][0], {})[f"seed{seed}"] = result["lr_choice"]
             for method, r in result["methods"].items():
                 per_seed.setdefault(method, []).append(r)
     timing = run.done("timing") or {"methods": {}}
@@ -55,6 +60,7 @@ def gather(run: Run) -> dict:
         entry.update(timing["methods"].get(method, {}))
         methods[method] = entry
     return {"name": run.name, "settings": s.to_dict(), "tasks": s.tasks, "methods": methods, "errors": errors,
+            "lr_choice": lr_choice,
             "stages": stages, "timing": {k: v for k, v in timing.items() if k != "methods"}}
 
 
@@ -84,6 +90,17 @@ def markdown(result: dict) -> str:
     if "ttmoe" in methods and "ttmoe_oracle" in methods:
         gap = methods["ttmoe"]["accuracy"] - methods["ttmoe_oracle"]["accuracy"]
         lines.append(f"TT-LoRA MoE − its oracle: {100 * gap:+.2f} points (goal: within 0.5).")
+    if result.get("lr_choice"):
+        lines += ["", "Learning rates chosen per task on its validation rows (* = at an end of the grid, which may "
+                  "then not bracket the best rate):", "",
+                  "| trained per task | grid | seed | " + " | ".join(tasks) + " |",
+                  "|---|---|---|" + "---:|" * len(tasks)]
+        grids = {label: field for label, field in LR_GRIDS.values()}
+        for label, by_seed in result["lr_choice"].items():
+            for seed, choices in by_seed.items():
+                cells = [f"{choices[t]['chosen']:g}{'*' if choices[t]['at_edge'] else ''}" for t in tasks]
+                grid = ", ".join(f"{lr:g}" for lr in s[grids[label]])
+                lines.append(f"| {label} | {grid} | {seed[4:]} | " + " | ".join(cells) + " |")
     for m, error in result["errors"].items():
         lines.append(f"\n`{m}` did not run: `{error.splitlines()[0][:300]}`")
     t = result["timing"]

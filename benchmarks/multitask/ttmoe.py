@@ -1,5 +1,6 @@
 """TT-LoRA MoE through the library's own commands: one TT-LoRA expert per task (`train_expert`), the top-1 router
-over the frozen experts (`train_router`), routed and oracle evaluation (`evaluate`)."""
+over the frozen experts (`train_router`), routed and oracle evaluation (`evaluate`). Each task's expert is the best
+on validation rows of those trained at the rates of `Settings.tt_lrs`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from hf_ttmoe.commands import evaluate, train_expert, train_router
 from hf_ttmoe.io import WEIGHTS_NAME
 
+from .lr_grid import choose_lr
 from .params import stored_parameters
 from .run import Run
 
@@ -21,31 +23,47 @@ def data_args(run: Run) -> list[str]:
             "--max_length", str(s.max_length)]
 
 
-def train_experts(run: Run, seed: int) -> dict[str, Path]:
-    """A TT-LoRA expert per task, reused when one trained alike exists (model.safetensors + results.json)."""
+def tt_expert(run: Run, task: str, lr: float, seed: int) -> Path:
+    """A TT-LoRA expert for `task` at `lr`, reused when one trained alike exists (model.safetensors + results.json)."""
     s = run.settings
-    experts = {}
+    out = run.expert_dir("ttlora", task, s.training_key("ttlora", lr, seed))
+    if all((out / f).exists() for f in EXPERT_FILES):
+        print(f"    lr {lr:g}: reused {out}", flush=True)
+        return out
+    print(f"    lr {lr:g}: training -> {out}", flush=True)
+    train_expert.main(["--task", task, *data_args(run), "--output_dir", str(out),
+                       "--max_train_samples", str(s.max_train), "--max_eval_samples", str(s.max_eval),
+                       "--num_train_epochs", str(s.epochs), "--per_device_train_batch_size", str(s.batch_size),
+                       "--per_device_eval_batch_size", "64", "--learning_rate", str(lr),
+                       "--seed", str(seed), "--report_to", "none", "--save_strategy", "no",
+                       "--logging_steps", "10", "--disable_tqdm", "true"])
+    return out
+
+
+def train_experts(run: Run, seed: int) -> tuple[dict[str, Path], dict[str, dict], float]:
+    """Per task, an expert at each rate of `tt_lrs`; the task keeps the best on validation rows (`lr_grid`).
+    Returns the chosen experts, the choices, and the training seconds of every expert of the grid."""
+    s = run.settings
+    experts, choices, train_s = {}, {}, 0.0
     for i, task in enumerate(s.tasks):
-        out = run.expert_dir("ttlora", task, s.training_key("ttlora", s.tt_lr, seed))
-        experts[task] = out
-        if all((out / f).exists() for f in EXPERT_FILES):
-            print(f"  TT-LoRA expert {task} ({i + 1}/{len(s.tasks)}): reused {out}", flush=True)
-            continue
-        print(f"  TT-LoRA expert {task} ({i + 1}/{len(s.tasks)}): training -> {out}", flush=True)
-        train_expert.main(["--task", task, *data_args(run), "--output_dir", str(out),
-                           "--max_train_samples", str(s.max_train), "--max_eval_samples", str(s.max_eval),
-                           "--num_train_epochs", str(s.epochs), "--per_device_train_batch_size", str(s.batch_size),
-                           "--per_device_eval_batch_size", "64", "--learning_rate", str(s.tt_lr),
-                           "--seed", str(seed), "--report_to", "none", "--save_strategy", "no",
-                           "--logging_steps", "10", "--disable_tqdm", "true"])
-    return experts
+        print(f"  TT-LoRA expert {task} ({i + 1}/{len(s.tasks)})", flush=True)
+        trained = {lr: tt_expert(run, task, lr, seed) for lr in s.tt_lrs}
+        results = {lr: json.loads((out / "results.json").read_text()) for lr, out in trained.items()}
+        choices[task] = choose_lr({lr: r["eval_accuracy"] for lr, r in results.items()})
+        experts[task] = trained[choices[task]["chosen"]]
+        train_s += sum(r["train_runtime"] for r in results.values())
+        print(f"    chose lr {choices[task]['chosen']:g} (validation accuracy "
+              + ", ".join(f"{lr:g}: {a:.3f}" for lr, a in zip(choices[task]["lrs"],
+                                                              choices[task]["validation_accuracy"])) + ")",
+              flush=True)
+    return experts, choices, train_s
 
 
 def run_ttmoe(run: Run, seed: int, rows_dir: Path | None = None) -> dict:
     """Experts, router, evaluation. `rows_dir` is not read: the library's commands load the tasks themselves, with
     the run's caps and split seed, which gives the exported rows (`rows.load_capped`)."""
     s = run.settings
-    experts = train_experts(run, seed)
+    experts, choices, grid_train_s = train_experts(run, seed)
     router = run.work / f"seed{seed}" / "ttmoe_router"
     if not (router / WEIGHTS_NAME).exists():
         print("  training the router", flush=True)
@@ -74,6 +92,8 @@ def run_ttmoe(run: Run, seed: int, rows_dir: Path | None = None) -> dict:
                 for t, r in rows.items()}},
         },
         "training": {"expert_train_s": sum(r["train_runtime"] for r in train),
-                     "expert_steps": sum(round(r["train_runtime"] * r["train_steps_per_second"]) for r in train)},
+                     "expert_steps": sum(round(r["train_runtime"] * r["train_steps_per_second"]) for r in train),
+                     "grid_train_s": grid_train_s},
+        "lr_choice": choices,
         "router_dir": str(router), "experts": {t: str(p) for t, p in experts.items()},
     }
