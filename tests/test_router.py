@@ -173,6 +173,29 @@ def test_composing_many_experts_builds_no_module_per_expert(make_expert, monkeyp
     assert len(linears) == 4 and all(m.expert_u.shape[0] == m.expert_v.shape[0] == 64 for m in linears)
 
 
+def test_a_pool_of_18_experts_launches_what_one_expert_does(make_expert):
+    """The routed mixed-batch forward is one pass whatever the pool: a batch spread over 18 experts runs exactly the
+    ATen ops the same batch does with one expert (the bound on 18 experts' inference cost vs 1; times in
+    benchmarks/README.md, "Mixed-expert batches")."""
+    from hf_ttmoe.testing import top_level_ops
+
+    paths = [str(p) for p in save_experts(make_expert, "bert", num=4)]
+    batch = tiny_batch(batch=18, pad_last=3)
+
+    def pool(num):
+        entries = [{"repo_id": paths[i % 4], "task": f"t{i}"} for i in range(num)]
+        return TTLoRAMoEModel.from_experts(entries, base_model=tiny_base("bert", num_labels=5)).eval()
+
+    one, many = pool(1), pool(18)
+    with torch.no_grad():
+        assert len(set(many(**batch, expert_index=torch.arange(18)).expert_index.tolist())) == 18
+        counts = {"routed, 1": top_level_ops(lambda: one(**batch)), "routed, 18": top_level_ops(lambda: many(**batch)),
+                  "by hand, 1": top_level_ops(lambda: one(**batch, expert_index=[0] * 18)),
+                  "by hand, 18 distinct": top_level_ops(lambda: many(**batch, expert_index=list(range(18))))}
+    assert counts["routed, 18"] == counts["routed, 1"], counts
+    assert counts["by hand, 18 distinct"] == counts["by hand, 1"], counts
+
+
 def test_training_on_cached_features_equals_training_through_the_model(make_expert):
     from hf_ttmoe.ttlora_moe import compute_router_features, train_router_on_features
 
