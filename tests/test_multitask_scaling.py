@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 import torch
 from tiny_pool import LABELS, TEXTS, WORDS, save_pool, tiny_tokenizer
+from transformers import DataCollatorWithPadding
 
 from benchmarks.multitask import scaling
 from benchmarks.multitask.run import write_json
 from benchmarks.multitask.scaling import (
     by_name_correct,
-    expert_outputs,
     macro_accuracy,
     name_table,
+    pair_outputs,
     policy_answers,
     pool_rows,
     strict_correct,
@@ -61,10 +62,17 @@ def test_lookup_equals_the_routed_forward(tiny_moe):
         library["pred"].append(routed.predictions)
     library = {k: torch.cat(v).numpy() for k, v in library.items()}
     features, _ = compute_router_features(moe, batches)
-    table = expert_outputs(moe, batches)
+    rows = [{k: v[i][b["attention_mask"][i].bool()].tolist() for k, v in b.items()
+             if k in ("input_ids", "attention_mask", "token_type_ids")}
+            for b in batches for i in range(len(b["input_ids"]))]  # unpadded, batches' order
+    n = len(rows)
+    pairs = np.stack(np.meshgrid(np.arange(n), np.arange(NUM_EXPERTS), indexing="ij"), -1).reshape(-1, 2)
+    pair_probs, pair_preds = pair_outputs(moe, rows, pairs, DataCollatorWithPadding(tokenizer))
+    table = {"probs": pair_probs.reshape(n, NUM_EXPERTS, -1), "preds": pair_preds.reshape(n, NUM_EXPERTS)}
     with torch.no_grad():
         chosen = moe.router(features).argmax(-1).numpy()
-    tasks, labels, preds = table["tasks"].numpy(), table["labels"].numpy(), table["preds"].numpy()
+    tasks = torch.cat([b["task_ids"] for b in batches]).numpy()
+    labels, preds = torch.cat([b["labels"] for b in batches]).numpy(), table["preds"].numpy()
     assert len(set(chosen.tolist())) == NUM_EXPERTS  # the routed rows use every expert
     assert (chosen == library["chosen"]).all()
     assert (preds[np.arange(len(chosen)), chosen] == library["pred"]).all()
@@ -87,6 +95,10 @@ def test_by_name_counts_a_misrouted_row_right_only_in_the_same_label_names():
     assert strict_correct(tasks, labels, chosen, preds).tolist() == [False, False, True, False, False]
     right = by_name_correct(tasks, labels, chosen, preds, names)
     assert macro_accuracy(right, tasks) == pytest.approx((0.5 + 1.0 + 0.5) / 3)  # macro over tasks 0, 1, 2
+    sparse = preds.copy()
+    sparse[0, 1] = -1  # the table is filled sparsely: a needed output that was never computed is an error
+    with pytest.raises(ValueError, match="1 .* never computed"):
+        by_name_correct(tasks, labels, chosen, sparse, names)
 
 
 def random_outputs(n: int, num_labels: list[int], seed: int = 0):
@@ -171,7 +183,7 @@ def test_command_matches_evaluate_and_reuses_its_cache(tiny_moe, tmp_path, monke
     results = tmp_path / "results"
     write_json(results / "tiny" / "settings.json", {**settings.to_dict(), "tt_lr": 5e-3})  # a field of older runs
     write_json(results / "tiny" / "seed0" / "ttmoe.json", stage)
-    argv = ["--name", "tiny", "--sizes", "2", "3", "8", "--orders", "2"]
+    argv = ["--name", "tiny", "--sizes", "2", "3", "8", "--orders", "2", "--router_layers", "0", "2"]
 
     result = scaling.main(argv, results_root=results, work_root=tmp_path / "work")
     check = result["library_check"]
@@ -181,6 +193,13 @@ def test_command_matches_evaluate_and_reuses_its_cache(tiny_moe, tmp_path, monke
     assert [len(r["tasks"]) for r in result["records"]] == [2, 3, 2, 3]
     assert sum(map(sum, result["lookalike"]["confusion"])) == NUM_EXPERTS * settings.max_eval
     assert "| 3 | 2 |" in (results / "tiny" / "scaling.md").read_text()
+    layers = result["router_layers"]  # the full pool routed after the embeddings and after the tiny base's 2 layers
+    assert [r["layer"] for r in layers] == [0, 2] and all(r["size"] == NUM_EXPERTS for r in layers)
+    from safetensors.numpy import load_file
+
+    cache = load_file(tmp_path / "work" / "tiny" / scaling.CACHE_FILE)
+    assert cache["test_features_layer2"].shape == cache["test_features"].shape
+    assert not np.allclose(cache["test_features_layer2"], cache["test_features"])  # the state after layer 2
     for png in ("scaling.png", "lookalike.png"):
         assert (results / "tiny" / png).read_bytes()[:4] == b"\x89PNG"
     assert json.loads((results / "tiny" / "scaling.json").read_text())["orders"] == 2

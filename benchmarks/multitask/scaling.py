@@ -4,12 +4,13 @@ routing errors between look-alike tasks cost.
     python -m benchmarks.multitask.scaling --name all18                           # sizes 2 4 8 12 18, 5 task orders
     python -m benchmarks.multitask.scaling --name all18 --sizes 2 6 --orders 3 --threads 1
 
-Everything is read from one lookup table, computed once from the run's MoE and cached
-(`runs/multitask/<name>/scaling_cache.safetensors`): the router features of the rows `train_router` trained on and of
-the rows `evaluate` scored, and every expert's label probabilities on every test row. A pool of k experts is then a
-fresh router (the library's `Router`, trained by `train_router_on_features` with `train_router`'s defaults) on the k
-tasks' cached features; the MoE's answer on a row is the chosen expert's entry of the table, which is what the routed
-forward computes (checked against the run's own `evaluate` numbers with its saved router).
+Everything is read from one lookup table, cached (`runs/multitask/<name>/scaling_cache.safetensors`): the router
+features of the rows `train_router` trained on and of the rows `evaluate` scored, and the label probabilities of the
+(row, expert) pairs the analysis reads. A pool of k experts is a fresh router (the library's `Router`, trained by
+`train_router_on_features` with `train_router`'s defaults) on the k tasks' cached features; the MoE's answer on a row
+is the chosen expert's entry of the table, which is what the routed forward computes (checked against the run's own
+`evaluate` numbers with its saved router). Only the pairs some router chose, each row's own expert and the saved
+router's second choice are computed, as mixed-expert batches: ~2-3 passes over the test rows, not one per expert.
 
 Two scores: strict (`evaluate`'s rule: a row sent to another expert is wrong) and by label name (right when the chosen
 expert's predicted label name is the row's gold label name: what `moe.decode` hands a user). Results go to
@@ -44,7 +45,7 @@ from .settings import RESULTS_ROOT, WORK_ROOT, Settings
 
 CACHE_FILE = "scaling_cache.safetensors"
 CACHE_META_FILE = "scaling_cache.json"
-CACHE_VERSION = 1  # bump when what the cache holds changes
+CACHE_VERSION = 3  # bump when what the cache holds changes
 ROUTER_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RouterArguments)}  # router_epochs, router_lr
 # evaluate's batches, so rows are padded as it padded them (the run's router features were batched by 64 too)
 BATCH_SIZE = next(f.default for f in dataclasses.fields(EvalArguments) if f.name == "batch_size")
@@ -70,19 +71,25 @@ def name_table(label_names: list[list[str]]) -> tuple[list[str], np.ndarray]:
     return vocab, table
 
 
+def picked(preds: np.ndarray, experts: np.ndarray) -> np.ndarray:
+    """`preds[i, experts[i]]` per row; an error if one was never computed (-1: the table is filled sparsely)."""
+    out = preds[np.arange(len(experts)), experts]
+    if (out < 0).any():
+        raise ValueError(f"{int((out < 0).sum())} (row, expert) predictions were needed but never computed")
+    return out
+
+
 def strict_correct(tasks: np.ndarray, labels: np.ndarray, chosen: np.ndarray, preds: np.ndarray) -> np.ndarray:
     """Per row: the chosen expert is the row's own and predicts its label (`evaluate`'s rule). `tasks`, `labels`,
     `chosen`: `(N,)`; `preds`: `(N, E)`, every expert's predicted label id on every row."""
-    rows = np.arange(len(tasks))
-    return (chosen == tasks) & (preds[rows, chosen] == labels)
+    return (chosen == tasks) & (picked(preds, chosen) == labels)
 
 
 def by_name_correct(tasks: np.ndarray, labels: np.ndarray, chosen: np.ndarray, preds: np.ndarray,
                     names: np.ndarray) -> np.ndarray:
     """Per row: the chosen expert's predicted label name is the row's gold label name (`names` from `name_table`).
     On the row's own expert this is `strict_correct`; on another it counts when the two share that name."""
-    rows = np.arange(len(tasks))
-    return names[chosen, preds[rows, chosen]] == names[tasks, labels]
+    return names[chosen, picked(preds, chosen)] == names[tasks, labels]
 
 
 def macro_accuracy(correct: np.ndarray, tasks: np.ndarray) -> float:
@@ -181,12 +188,11 @@ def train_pool_router(features: torch.Tensor, task_ids: torch.Tensor, num_expert
     return router, time.perf_counter() - t0
 
 
-def scaling(table: dict[str, np.ndarray], meta: dict, sizes: list[int], orders: int) -> list[dict]:
+def route_pools(table: dict[str, np.ndarray], meta: dict, sizes: list[int], orders: int) -> list[dict]:
     """For each task order (a permutation seeded by its number) and pool size k: a router over the order's first k
-    tasks, scored on their test rows."""
-    names = name_table(meta["label_names"])[1]
+    tasks, trained on their cached train features; returns which test rows it routed where, and its training time."""
     train_features, test_features = torch.from_numpy(table["train_features"]), torch.from_numpy(table["test_features"])
-    records = []
+    routes = []
     for order in range(orders):
         permutation = np.random.default_rng(order).permutation(len(meta["tasks"]))
         for k in sizes:
@@ -197,11 +203,50 @@ def scaling(table: dict[str, np.ndarray], meta: dict, sizes: list[int], orders: 
             test, _ = pool_rows(table["test_tasks"], pool)
             with torch.no_grad():
                 chosen = pool[router(test_features[torch.from_numpy(test)]).argmax(-1).numpy()]  # (n,) expert ids
-            result = scores(table["test_tasks"][test], table["test_labels"][test], chosen, table["test_preds"][test],
-                            names, meta["tasks"])
-            records.append({"order": order, "size": k, "tasks": [meta["tasks"][t] for t in pool],
-                            "router_train_s": seconds, **result})
+            routes.append({"order": order, "size": k, "pool": pool, "rows": np.flatnonzero(test), "chosen": chosen,
+                           "router_train_s": seconds})
+    return routes
+
+
+def score_routes(table: dict[str, np.ndarray], meta: dict, routes: list[dict]) -> list[dict]:
+    names = name_table(meta["label_names"])[1]
+    records = []
+    for r in routes:
+        rows = r["rows"]
+        result = scores(table["test_tasks"][rows], table["test_labels"][rows], r["chosen"], table["test_preds"][rows],
+                        names, meta["tasks"])
+        records.append({"order": r["order"], "size": r["size"], "tasks": [meta["tasks"][t] for t in r["pool"]],
+                        "router_train_s": r["router_train_s"], **({"layer": r["layer"]} if "layer" in r else {}),
+                        **result})
     return records
+
+
+def route_layers(lookup: LookupTable, layers: list[int]) -> list[dict]:
+    """The full pool routed from deeper base layers: a router per layer (the saved router's kind, `train_router`'s
+    defaults, seed 0) on features after that layer; returns the routes, scored like the pools."""
+    table, meta = lookup.arrays, lookup.meta
+    routes = []
+    for layer in layers:
+        train, test = lookup.layer_features(layer)
+        pool = np.arange(len(meta["tasks"]))
+        router, seconds = train_pool_router(torch.from_numpy(train), torch.from_numpy(table["train_tasks"]),
+                                            len(pool), meta["router"], seed=0)
+        with torch.no_grad():
+            chosen = router(torch.from_numpy(test)).argmax(-1).numpy()
+        routes.append({"order": 0, "size": len(pool), "pool": pool, "rows": np.arange(len(test)), "chosen": chosen,
+                       "router_train_s": seconds, "layer": layer})
+    return routes
+
+
+def needed_pairs(table: dict[str, np.ndarray], routes: list[dict]) -> np.ndarray:
+    """The (row, expert) outputs the analysis reads, `(P, 2)`: each row's own expert (oracle), the saved router's
+    first and second choice (top-1, the policies), and every pool router's choice."""
+    rows = np.arange(len(table["test_tasks"]))
+    order = np.argsort(-table["test_router_logits"], axis=1, kind="stable")  # ties: the lower id first, as argmax
+    pairs = [np.stack([rows, table["test_tasks"]], 1), np.stack([rows, order[:, 0]], 1),
+             np.stack([rows, order[:, 1]], 1) if order.shape[1] > 1 else np.zeros((0, 2), dtype=np.int64),
+             *[np.stack([r["rows"], r["chosen"]], 1) for r in routes]]
+    return np.unique(np.concatenate(pairs).astype(np.int64), axis=0)
 
 
 def summarize(records: list[dict], sizes: list[int]) -> dict:
@@ -283,68 +328,125 @@ def policies(table: dict[str, np.ndarray], meta: dict) -> list[dict]:
 
 
 @torch.no_grad()
-def expert_outputs(moe: TTLoRAMoEModel, batches) -> dict[str, torch.Tensor]:
-    """Every expert forced on every row: `probs (N, E, C_max)` over its own labels (0 past them), `preds (N, E)`, and
-    the rows' `tasks` and `labels`. The MoE's logits are `(B, C_max)`, -inf past the forced expert's labels, so a
-    row's softmax is that expert's distribution over its own labels."""
+def pair_outputs(moe: TTLoRAMoEModel, data, pairs: np.ndarray, collate) -> tuple[torch.Tensor, torch.Tensor]:
+    """Expert `pairs[i, 1]` on test row `pairs[i, 0]` of `data` (tokenized rows), for every pair: probabilities over
+    the expert's own labels `(P, C_max)` (0 past them) and predictions `(P,)`. Pairs are batched by row length as
+    mixed-expert batches, one forward each: what the routed forward computes for a row sent to that expert (the
+    logits are -inf past an expert's labels, so a row's softmax is its expert's distribution)."""
     moe.eval()
-    num = len(moe.tasks)
-    out = {"probs": [], "preds": [], "tasks": [], "labels": []}
-    for batch in tqdm(batches, desc=f"{num} expert passes per batch"):
-        batch = dict(batch)
-        out["tasks"].append(batch.pop("task_ids"))
-        out["labels"].append(batch.pop("labels"))
-        size = len(out["tasks"][-1])
-        logits = torch.stack([moe(**batch, expert_index=[e] * size).logits.float() for e in range(num)], 1)
-        out["probs"].append(logits.softmax(-1))  # (B, E, C_max)
-        out["preds"].append(logits.argmax(-1))  # (B, E)
-    return {k: torch.cat(v) for k, v in out.items()}
+    lengths = np.array([len(data[int(i)]["input_ids"]) for i in pairs[:, 0]])
+    order = np.argsort(lengths, kind="stable")
+    probs = torch.zeros(len(pairs), max(map(len, moe.label_names)))
+    preds = torch.full((len(pairs),), -1, dtype=torch.long)
+    for start in tqdm(range(0, len(order), BATCH_SIZE), desc=f"{len(pairs)} (row, expert) outputs"):
+        idx = order[start:start + BATCH_SIZE]
+        batch = collate([{k: v for k, v in data[int(pairs[i, 0])].items() if k not in ("task_ids", "labels")}
+                         for i in idx])
+        logits = moe(**batch, expert_index=pairs[idx, 1].tolist()).logits.float()  # (B, C_max)
+        probs[idx], preds[idx] = logits.softmax(-1), logits.argmax(-1)
+    return probs, preds
 
 
-def build_table(moe: TTLoRAMoEModel, settings: Settings) -> dict[str, torch.Tensor]:
-    """Router features of the train and test rows (as `train_router` and `evaluate` load them), every expert on every
-    test row, and the saved router's logits on them."""
+def base_table(moe: TTLoRAMoEModel, settings: Settings) -> dict[str, torch.Tensor]:
+    """Router features of the train and test rows (as `train_router` and `evaluate` load them), the test rows' tasks
+    and labels, the saved router's logits; and empty expert outputs (`test_preds` -1 until computed)."""
     tokenizer = load_tokenizer(moe.config)
-    table, loaders = {}, {}
+    table = {}
     for split, cap in (("train", settings.max_train), ("test", settings.max_eval)):
         data = mixed_router_data(moe, moe.tasks, split, cap, settings.max_length, settings.data_dir("glue"),
                                  settings.split_seed, tokenizer, settings.data_dir("tasks"))
-        loaders[split] = DataLoader(data, batch_size=BATCH_SIZE, collate_fn=DataCollatorWithPadding(tokenizer))
+        loader = DataLoader(data, batch_size=BATCH_SIZE, collate_fn=DataCollatorWithPadding(tokenizer))
         table[f"{split}_features"], table[f"{split}_tasks"] = compute_router_features(
-            moe, loaders[split], desc=f"router features, {split}")
-    outputs = expert_outputs(moe, loaders["test"])
-    if not torch.equal(outputs["tasks"], table["test_tasks"]):
-        raise RuntimeError("the test rows came in another order on the second pass")
+            moe, loader, desc=f"router features, {split}")
+        if split == "test":
+            table["test_labels"] = torch.tensor(data["labels"])
     with torch.no_grad():
         table["test_router_logits"] = moe.router.eval()(table["test_features"])  # (N, E)
-    table.update(test_labels=outputs["labels"], test_probs=outputs["probs"], test_preds=outputs["preds"])
+    n, e = table["test_router_logits"].shape
+    table["test_probs"] = torch.zeros(n, e, max(map(len, moe.label_names)))
+    table["test_preds"] = torch.full((n, e), -1, dtype=torch.long)
     return table
 
 
-def cached_table(folder: Path, settings: Settings, stage: dict, seed: int) -> tuple[dict[str, np.ndarray], dict]:
-    """The run's lookup table (numpy arrays) and its meta (tasks, label names, router kind), from the cache when it
-    was made from the same run, settings, seed and experts; otherwise computed (minutes) and cached."""
-    key = hashlib.sha256(json.dumps([CACHE_VERSION, settings.to_dict(), seed, stage["router_dir"], stage["experts"]],
-                                    sort_keys=True).encode()).hexdigest()[:16]
-    path, meta_path = folder / CACHE_FILE, folder / CACHE_META_FILE
-    if path.exists() and meta_path.exists() and json.loads(meta_path.read_text()).get("key") == key:
-        print(f"lookup table: cached, {path}", flush=True)
-        return {k: v.numpy() for k, v in load_file(path).items()}, json.loads(meta_path.read_text())
-    print(f"lookup table: computing (router features, {len(stage['experts'])} experts on every test row) -> {path}",
-          flush=True)
-    moe = TTLoRAMoEModel.from_pretrained(stage["router_dir"])
-    if moe.tasks != list(stage["experts"]):
-        raise SystemExit(f"the saved MoE's experts {moe.tasks} are not the run's {list(stage['experts'])}")
-    table = build_table(moe, settings)
-    c = moe.config
-    meta = {"key": key, "seed": seed, "tasks": moe.tasks, "label_names": moe.label_names, "router_dir":
-            stage["router_dir"], "router": {"router_type": c.router_type, "router_hidden_size": c.router_hidden_size,
-                                            "noisy_gating": c.noisy_gating,
-                                            "router_aux_loss_coef": c.router_aux_loss_coef}}
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda p: save_file({k: v.contiguous() for k, v in table.items()}, p))
-    write_json(meta_path, meta)
-    return {k: v.numpy() for k, v in table.items()}, meta
+class LookupTable:
+    """The run's lookup table, cached in `folder` (numpy arrays in `.arrays`, tasks / label names / router kind in
+    `.meta`), keyed by the run, its settings, seed and experts. Its base part is computed on first use; expert outputs
+    are added as the analysis asks for them (`fill`), and kept for the next run."""
+
+    def __init__(self, folder: Path, settings: Settings, stage: dict, seed: int):
+        self.folder, self.settings, self.stage = Path(folder), settings, stage
+        self.path, self.meta_path = self.folder / CACHE_FILE, self.folder / CACHE_META_FILE
+        self._moe = None
+        key = hashlib.sha256(json.dumps([CACHE_VERSION, settings.to_dict(), seed, stage["router_dir"],
+                                         stage["experts"]], sort_keys=True).encode()).hexdigest()[:16]
+        if self.path.exists() and self.meta_path.exists() and json.loads(self.meta_path.read_text())["key"] == key:
+            print(f"lookup table: cached, {self.path}", flush=True)
+            self.arrays = {k: v.numpy() for k, v in load_file(self.path).items()}
+            self.meta = json.loads(self.meta_path.read_text())
+            return
+        print(f"lookup table: router features of the rows -> {self.path}", flush=True)
+        moe = self.moe()
+        c = moe.config
+        self.arrays = {k: v.numpy() for k, v in base_table(moe, settings).items()}
+        self.meta = {"key": key, "seed": seed, "tasks": moe.tasks, "label_names": moe.label_names,
+                     "router_dir": stage["router_dir"],
+                     "router": {"router_type": c.router_type, "router_hidden_size": c.router_hidden_size,
+                                "noisy_gating": c.noisy_gating, "router_aux_loss_coef": c.router_aux_loss_coef,
+                                "router_layer": c.router_layer}}
+        self.save()
+
+    def moe(self) -> TTLoRAMoEModel:
+        if self._moe is None:
+            self._moe = TTLoRAMoEModel.from_pretrained(self.stage["router_dir"])
+            if self._moe.tasks != list(self.stage["experts"]):
+                raise SystemExit(f"the saved MoE's experts {self._moe.tasks} are not the run's "
+                                 f"{list(self.stage['experts'])}")
+        return self._moe
+
+    def save(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.path, lambda p: save_file({k: torch.from_numpy(np.ascontiguousarray(v))
+                                                     for k, v in self.arrays.items()}, p))
+        write_json(self.meta_path, self.meta)
+
+    def layer_features(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
+        """Router features of the train and test rows after base layer `layer` (the saved router's own layer is the
+        table's), computed once with the experts composed under a router at that layer."""
+        if layer == self.meta["router"]["router_layer"]:
+            return self.arrays["train_features"], self.arrays["test_features"]
+        keys = (f"train_features_layer{layer}", f"test_features_layer{layer}")
+        if keys[0] not in self.arrays:
+            print(f"lookup table: router features after layer {layer}", flush=True)
+            moe = TTLoRAMoEModel.from_experts(list(self.stage["experts"].values()), router_layer=layer)
+            s, tokenizer = self.settings, load_tokenizer(moe.config)
+            for key, split, cap in zip(keys, ("train", "test"), (s.max_train, s.max_eval)):
+                data = mixed_router_data(moe, moe.tasks, split, cap, s.max_length, s.data_dir("glue"), s.split_seed,
+                                         tokenizer, s.data_dir("tasks"))
+                loader = DataLoader(data, batch_size=BATCH_SIZE, collate_fn=DataCollatorWithPadding(tokenizer))
+                features, tasks = compute_router_features(moe, loader, desc=f"router features, {split}, layer {layer}")
+                if not np.array_equal(tasks.numpy(), self.arrays[f"{split}_tasks"]):
+                    raise RuntimeError(f"the {split} rows came in another order than when the table was made")
+                self.arrays[key] = features.numpy()
+            self.save()
+        return self.arrays[keys[0]], self.arrays[keys[1]]
+
+    def fill(self, pairs: np.ndarray) -> None:
+        """Compute the expert outputs of `pairs` ((row, expert), `(P, 2)`) the table lacks, and save them."""
+        missing = pairs[self.arrays["test_preds"][pairs[:, 0], pairs[:, 1]] < 0]
+        print(f"lookup table: {len(pairs)} (row, expert) outputs needed, {len(missing)} to compute "
+              f"(of {self.arrays['test_preds'].size} for every expert on every row)", flush=True)
+        if not len(missing):
+            return
+        moe, s = self.moe(), self.settings
+        tokenizer = load_tokenizer(moe.config)
+        data = mixed_router_data(moe, moe.tasks, "test", s.max_eval, s.max_length, s.data_dir("glue"),
+                                 s.split_seed, tokenizer, s.data_dir("tasks"))
+        if not np.array_equal(np.array(data["task_ids"]), self.arrays["test_tasks"]):
+            raise RuntimeError("the test rows came in another order than when the table was made")
+        probs, preds = pair_outputs(moe, data, missing, DataCollatorWithPadding(tokenizer))
+        self.arrays["test_probs"][missing[:, 0], missing[:, 1]] = probs.numpy()
+        self.arrays["test_preds"][missing[:, 0], missing[:, 1]] = preds.numpy()
+        self.save()
 
 
 # ----- report -----
@@ -367,6 +469,16 @@ def markdown(result: dict) -> str:
         cells = [f"{pct(v[m]['mean'])} ± {pct(v[m]['std'])}" for m in METRICS[:-1]]
         lines.append(f"| {k} | {v['orders']} | " + " | ".join(cells)
                      + f" | {v['router_train_s']['mean']:.2f} ± {v['router_train_s']['std']:.2f} |")
+    if result.get("router_layers"):
+        lines += ["", "The full pool routed from deeper base layers (one router per layer, same kind and training, "
+                  "seed 0). Routing after layer k runs the base's first k layers again once the experts are chosen: "
+                  "routed / right-expert-by-hand inference 0.967 / 1.537 / 1.995 at layers 0 / 3 / 6 "
+                  "(benchmarks/README.md, end-to-end routed inference).", "",
+                  "| router layer | router acc. | MoE strict | MoE by name | oracle | gap strict | gap by name "
+                  "| router train s |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in result["router_layers"]:
+            lines.append(f"| {r['layer']} | " + " | ".join(pct(r[m]) for m in METRICS[:-1])
+                         + f" | {r['router_train_s']:.2f} |")
     lines += ["", "Strict counts a row sent to another expert wrong (`evaluate`'s rule); by name counts it right when "
               "that expert's predicted label name is the row's gold name (what `moe.decode` returns); the gaps are "
               "to the oracle, which gives every row its own expert.", "",
@@ -476,6 +588,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--orders", type=int, default=5, help="random task orders (seeds 0..orders-1)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--seed", type=int, default=0, help="which of the run's seeds")
+    parser.add_argument("--router_layers", nargs="*", type=int, default=[0, 3, 6],
+                        help="the full pool also routed from the base's state after these layers (0 = embeddings)")
     args = parser.parse_args(argv)
     if args.orders < 1:
         parser.error(f"--orders {args.orders} must be at least 1")
@@ -487,13 +601,18 @@ def main(argv: list[str] | None = None, results_root: Path = RESULTS_ROOT, work_
     torch.set_num_threads(args.threads)
     results = Path(results_root) / args.name
     settings, stage = read_run(results, args.seed)
-    table, meta = cached_table(Path(work_root) / args.name, settings, stage, args.seed)
+    lookup = LookupTable(Path(work_root) / args.name, settings, stage, args.seed)
+    table, meta = lookup.arrays, lookup.meta
     sizes = pool_sizes(args.sizes, len(meta["tasks"]))
-    records = scaling(table, meta, sizes, args.orders)
+    routes = route_pools(table, meta, sizes, args.orders)
+    layer_routes = route_layers(lookup, args.router_layers)
+    lookup.fill(needed_pairs(table, routes + layer_routes))
+    records = score_routes(table, meta, routes)
+    layers = score_routes(table, meta, layer_routes)
     result = {"name": args.name, "seed": args.seed, "settings": settings.to_dict(), "tasks": meta["tasks"],
               "label_names": meta["label_names"], "sizes": sizes, "orders": args.orders, "router": meta["router"],
               "router_training": {"epochs": ROUTER_DEFAULTS["router_epochs"], "lr": ROUTER_DEFAULTS["router_lr"]},
-              "summary": summarize(records, sizes), "records": records,
+              "summary": summarize(records, sizes), "records": records, "router_layers": layers,
               "library_check": library_check(table, meta, stage), "lookalike": lookalike(table, meta),
               "policies": policies(table, meta)}
     if result["library_check"]["max_abs_diff"] > 0.005:
