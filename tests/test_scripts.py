@@ -135,10 +135,9 @@ def test_demo_shows_the_measured_baseline_only_for_its_settings(tmp_path):
     other = DemoArguments(train_samples=400)
     assert "not shown" in baseline_table(result, other, path) and "75.50" not in baseline_table(result, other, path)
     # the shipped baseline was measured at the demo's current defaults (re-measure when they change)
-    if BASELINE_FILE.exists():
-        shipped = json.loads(BASELINE_FILE.read_text())
-        assert shipped["settings"] == baseline_settings(args)
-        assert set(shipped["per_task"]) == {"rotten_tomatoes", "bbc_news", "tweet_sentiment", "language_id"}
+    shipped = json.loads(BASELINE_FILE.read_text())
+    assert shipped["settings"] == baseline_settings(args)
+    assert set(shipped["per_task"]) == {"rotten_tomatoes", "bbc_news", "tweet_sentiment", "language_id"}
 
 
 def test_evaluate_scores_misrouted_rows_strictly_and_by_label_name():
