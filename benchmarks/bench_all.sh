@@ -20,11 +20,13 @@ run bench_ttlora step --reps 7
 run bench_ttlora step --cpu_time --reps 9
 run bench_ops
 run bench_ttlora merged --reps 25
-run bench_ttlora quality --glue_dir "$GLUE" --tt_lrs 2e-3 5e-3 1e-2 2e-2 --lora_lrs 5e-4 1e-3 2e-3 5e-3
+run bench_quality --task sst2 --glue_dir "$GLUE" --max_train_samples 8000 --max_length 64 --methods tt lora \
+    --lrs tt=2e-3,5e-3,1e-2,2e-2 lora=5e-4,1e-3,2e-3,5e-3 --name quality_sst2
 run bench_moe_lora layer --reps 15
 run bench_moe_lora layer --cpu_time --reps 7
 run bench_moe_lora step --reps 7
-run bench_moe_lora quality --glue_dir "$GLUE" --max_train_samples 4000 --epochs 2 --moe_alpha 64
+run bench_quality --task sst2 --glue_dir "$GLUE" --max_train_samples 8000 --max_length 64 --methods moe lora_budget \
+    --name quality_sst2_moe
 run bench_moe compose
 run bench_moe e2e
 run bench_moe mixed

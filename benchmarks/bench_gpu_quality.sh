@@ -39,17 +39,18 @@ fi
 # `python3 -m` from the root imports hf_ttmoe from the checkout
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error
 only=${1:-}  # run only the settings whose name matches this pattern
-common=(quality --device cuda --glue_dir .gpu_carry/glue --base_model .gpu_carry/minilm --resume)
+common=(--task sst2 --max_train_samples 8000 --max_length 64 --device cuda --glue_dir .gpu_carry/glue
+        --base_model .gpu_carry/minilm --resume)
 run() {  # name, then the settings
     local name=$1; shift
     if [ -n "$only" ] && [[ ! $name =~ $only ]]; then return; fi
-    python3 -m benchmarks.bench_ttlora "${common[@]}" --name "ttlora_quality_cuda_$name" "$@" 2>&1 \
+    python3 -m benchmarks.bench_quality "${common[@]}" --name "ttlora_quality_cuda_$name" "$@" 2>&1 \
         | grep -v -e "it/s]" -e "examples/s]" -e "LOAD REPORT" -e "MISSING" -e "^Key" -e "^---" -e "^classifier" || true
-    if [ -n "${OUT:-}" ]; then cp benchmarks/results/ttlora_quality_cuda_*.json "$OUT"/; fi
+    if [ -n "${OUT:-}" ]; then cp benchmarks/results/ttlora_quality_cuda_*.{json,md} "$OUT"/; fi
 }
-run ep3 --epochs 3 --tt_lrs 2e-3 5e-3 1e-2 --lora_lrs 5e-4 1e-3 2e-3
-run ep1_alpha64 --methods TT-LoRA --tt_alpha 64 --tt_lrs 1e-3 2e-3 5e-3 --lora_lrs 1e-3
-run ep1_svdinit --methods TT-LoRA --tt_init svd_of_random --tt_lrs 1e-3 2e-3 5e-3 1e-2 --lora_lrs 1e-3
-run ep1_rank10 --methods TT-LoRA --tt_rank 10 --tt_lrs 2e-3 5e-3 1e-2 --lora_lrs 1e-3
-run ep1_rank16 --methods TT-LoRA --tt_rank 16 --tt_lrs 2e-3 5e-3 1e-2 --lora_lrs 1e-3
-run ep1 --tt_lrs 2e-3 5e-3 1e-2 --lora_lrs 5e-4 1e-3 2e-3 5e-3
+run ep3 --epochs 3 --methods tt lora --lrs tt=2e-3,5e-3,1e-2 lora=5e-4,1e-3,2e-3
+run ep1_alpha64 --methods tt --tt_alpha 64 --lrs tt=1e-3,2e-3,5e-3
+run ep1_svdinit --methods tt --tt_init svd_of_random --lrs tt=1e-3,2e-3,5e-3,1e-2
+run ep1_rank10 --methods tt --tt_rank 10 --lrs tt=2e-3,5e-3,1e-2
+run ep1_rank16 --methods tt --tt_rank 16 --lrs tt=2e-3,5e-3,1e-2
+run ep1 --methods tt lora --lrs tt=2e-3,5e-3,1e-2 lora=5e-4,1e-3,2e-3,5e-3

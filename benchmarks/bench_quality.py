@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
 
@@ -91,6 +92,21 @@ def build(method: str, args, label_names: list[str], pad_token_id):
                                                      modules_to_save=[head])), []
 
 
+@torch.no_grad()
+def init_cores_from_random_matrix(model) -> None:
+    """The published TT-LoRA code's initialisation, for comparison (`--tt_init svd_of_random`): the cores are the
+    TT-SVD of a kaiming-uniform (a=√8) random matrix, so ΔW ≠ 0 at step 0 (our default makes ΔW = 0 exactly)."""
+    from hf_ttmoe import TTLoRALinear, tt
+
+    for layer in model.modules():
+        if isinstance(layer, TTLoRALinear):
+            weight = torch.empty_like(layer.base_layer.weight)
+            torch.nn.init.kaiming_uniform_(weight, a=math.sqrt(8))
+            cores = tt.tt_svd(weight, layer.in_modes, layer.out_modes, layer.ranks[1:-1])
+            for param, core in zip(layer.ttlora_cores, cores, strict=True):
+                param.copy_(core)
+
+
 class MaskedMeanPooler(torch.nn.Module):
     """Stands in for BERT's pooler (`tanh(W h_CLS)`): the mean of the last hidden states over real tokens. The
     attention mask reaches it through a pre-hook on the encoder (BERT calls its pooler with the hidden states only)."""
@@ -132,6 +148,8 @@ def train_one(method: str, lr: float, seed: int, args, splits, label_names, toke
 
     torch.manual_seed(seed)
     model, callbacks = build(method, args, label_names, tokenizer.pad_token_id)
+    if method == "tt" and args.tt_init == "svd_of_random":
+        init_cores_from_random_matrix(model)
     if args.pooling == "mean":
         mean_pooling_(model)
     run_dir = f"runs/bench_quality/{args.name}/{method}-{lr:g}-{seed}"
@@ -204,6 +222,9 @@ def main() -> None:
     parser.add_argument("--tt_rank", type=int, default=5)
     parser.add_argument("--lora_rank", type=int, default=16, help="rank of the lora method (alpha = rank)")
     parser.add_argument("--tt_alpha", type=float, default=16.0)
+    parser.add_argument("--tt_init", default="zero", choices=["zero", "svd_of_random"],
+                        help="zero: ΔW = 0 at step 0 (ours); svd_of_random: the published code's TT-SVD of a random "
+                        "matrix")
     parser.add_argument("--tt_shapes", type=json.loads, help='TT layout per module, JSON as TTLoRAConfig.tt_shapes, '
                         'e.g. {"query": [[16, 24], [24, 16]], "value": [[16, 24], [24, 16]]} (default: automatic)')
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

@@ -45,3 +45,24 @@ def test_metrics_include_mcc():
     metrics = compute_metrics((logits, np.array([0, 1, 1, 0])))
     assert metrics["accuracy"] == 0.75 and metrics["mcc"] == pytest.approx(1 / np.sqrt(3))
     assert compute_metrics((logits, np.array([0, 0, 0, 0])))["mcc"] == 0.0  # one class: defined, not NaN
+
+
+def test_published_init_starts_from_a_nonzero_update():
+    """`--tt_init svd_of_random`: every adapted layer starts at the TT-SVD of a kaiming-uniform matrix (ΔW ≠ 0,
+    truncated so no larger than that matrix); the default starts at ΔW = 0."""
+    import math
+
+    import torch
+
+    from benchmarks.bench_quality import init_cores_from_random_matrix
+    from hf_ttmoe import TTLoRALinear
+
+    model, _ = build("tt", args("qv"), ["a", "b"], 0)
+    layers = [m for m in model.modules() if isinstance(m, TTLoRALinear)]
+    assert len(layers) == 12 and all(torch.count_nonzero(m.delta_weight()) == 0 for m in layers)
+    init_cores_from_random_matrix(model)
+    for m in layers:
+        delta = m.delta_weight() / m.scaling
+        bound = math.sqrt(6 / ((1 + 8) * m.base_layer.in_features))  # kaiming_uniform_(a=√8)
+        full_norm = bound * math.sqrt(delta.numel() / 3)  # expected Frobenius norm of the uniform matrix
+        assert 0.05 * full_norm < delta.norm() < 1.1 * full_norm

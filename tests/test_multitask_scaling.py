@@ -17,7 +17,6 @@ from benchmarks.multitask.run import write_json
 from benchmarks.multitask.scaling import (
     by_name_correct,
     macro_accuracy,
-    name_table,
     pair_outputs,
     policy_answers,
     pool_rows,
@@ -27,6 +26,7 @@ from benchmarks.multitask.scaling import (
 from benchmarks.multitask.settings import Settings
 from hf_ttmoe import TTLoRAMoEModel
 from hf_ttmoe.commands import evaluate
+from hf_ttmoe.commands.evaluate import name_table
 from hf_ttmoe.ttlora_moe import compute_router_features
 
 NUM_EXPERTS = 3  # tiny_pool's task0..2: 2, 3 and 2 labels

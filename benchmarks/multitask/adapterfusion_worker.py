@@ -169,29 +169,29 @@ def main(job_path: str) -> None:
     base = AutoModel.from_pretrained(job["base"]).eval()
     training = {"adapters": {}, "fusions": {}}
 
+    def folder(task: str, lr: float) -> Path:
+        return cache / task / f"lr{lr:g}"
+
+    def complete(path: Path) -> bool:
+        return (path / TRAINING_FILE).exists()  # written last
+
+    def read(path: Path) -> dict:
+        return json.loads((path / TRAINING_FILE).read_text())
+
+    def train_and_save(task: str, lr: float, path: Path) -> None:
+        info = train_adapter(model, tokenizer, data[task], len(labels[task]), task, job, lr)
+        path.mkdir(parents=True, exist_ok=True)
+        model.save_adapter(str(path), task, with_head=True)
+        (path / TRAINING_FILE).write_text(json.dumps(info) + "\n")  # written last: the folder is complete
+        model.delete_adapter(task)
+        model.delete_head(task)
+
     choices = {}
     for i, task in enumerate(tasks):  # stage 1: a bottleneck adapter + head per task and rate, cached across runs
         print(f"  adapter {task} ({i + 1}/{len(tasks)})", flush=True)
-        accuracy = {}
-        for lr in job["adapter_lrs"]:
-            folder = cache / task / f"lr{lr:g}"
-            if (folder / TRAINING_FILE).exists():  # written last: the folder is complete
-                print(f"    lr {lr:g}: reused {folder}", flush=True)
-                info = json.loads((folder / TRAINING_FILE).read_text())
-            else:
-                print(f"    lr {lr:g}: training", flush=True)
-                info = train_adapter(model, tokenizer, data[task], len(labels[task]), task, job, lr)
-                folder.mkdir(parents=True, exist_ok=True)
-                model.save_adapter(str(folder), task, with_head=True)
-                (folder / TRAINING_FILE).write_text(json.dumps(info) + "\n")
-                model.delete_adapter(task)
-                model.delete_head(task)
-            accuracy[lr] = info["validation_accuracy"]
-            training["adapters"][f"{task}@{lr:g}"] = info
-        choices[task] = lr_grid.choose_lr(accuracy)
-        chosen = choices[task]["chosen"]
-        print(f"    chose lr {chosen:g}", flush=True)
-        model.load_adapter(str(cache / task / f"lr{chosen:g}"), load_as=task, with_head=True)
+        choices[task], records = lr_grid.tune(task, job["adapter_lrs"], folder, complete, train_and_save, read)
+        training["adapters"].update({f"{task}@{lr:g}": info for lr, info in records.items()})
+        model.load_adapter(str(folder(task, choices[task]["chosen"])), load_as=task, with_head=True)
 
     results = {}
     for i, task in enumerate(tasks):  # stage 2: a Fusion layer over every adapter, per target task

@@ -24,7 +24,7 @@ from hf_ttmoe import TTLoRAConfig, load_base_model, load_tokenizer
 
 from .fit import fit
 from .heads import TaskHeads, predict_rows, score
-from .lr_grid import choose_lr
+from .lr_grid import tune
 from .params import stored_parameters, trainable_parameters
 from .rows import encode, mixed, read_labels, read_rows
 from .run import Run
@@ -82,22 +82,21 @@ def train_experts(run: Run, seed: int, rows_dir: Path, tokenizer) -> tuple[dict[
     """Per task, a LoRA expert at each rate of `lora_lrs` (reused when one trained alike exists); the task keeps the
     best on validation rows (`lr_grid`). Returns the chosen experts, the choices and the grid's training seconds."""
     s = run.settings
+    def folder(task: str, lr: float) -> Path:
+        return run.expert_dir("lora", task, s.training_key("lora", LORA_RANK, TARGETS, lr, seed))
+
+    def train(task: str, lr: float, out: Path) -> None:
+        train_expert(run, task, lr, seed, rows_dir, tokenizer, out)
+
+    def read(out: Path) -> dict:
+        return json.loads((out / "results.json").read_text())
+
     experts, choices, train_s = {}, {}, 0.0
     for i, task in enumerate(s.tasks):
         print(f"  LoRA expert {task} ({i + 1}/{len(s.tasks)})", flush=True)
-        trained, results = {}, {}
-        for lr in s.lora_lrs:
-            out = run.expert_dir("lora", task, s.training_key("lora", LORA_RANK, TARGETS, lr, seed))
-            if complete(out):
-                print(f"    lr {lr:g}: reused {out}", flush=True)
-            else:
-                print(f"    lr {lr:g}: training -> {out}", flush=True)
-                train_expert(run, task, lr, seed, rows_dir, tokenizer, out)
-            trained[lr], results[lr] = out, json.loads((out / "results.json").read_text())
-        choices[task] = choose_lr({lr: r["validation_accuracy"] for lr, r in results.items()})
-        experts[task] = trained[choices[task]["chosen"]]
-        train_s += sum(r["train_s"] for r in results.values())
-        print(f"    chose lr {choices[task]['chosen']:g}", flush=True)
+        choices[task], records = tune(task, s.lora_lrs, folder, complete, train, read)
+        experts[task] = folder(task, choices[task]["chosen"])
+        train_s += sum(r["train_s"] for r in records.values())
     return experts, choices, train_s
 
 

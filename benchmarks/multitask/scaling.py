@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding
 
 from hf_ttmoe import Router, TTLoRAMoEModel, load_tokenizer
-from hf_ttmoe.commands.evaluate import EvalArguments
+from hf_ttmoe.commands.evaluate import EvalArguments, name_table, right_by_name
 from hf_ttmoe.commands.train_router import RouterArguments, mixed_router_data
 from hf_ttmoe.io import atomic_write
 from hf_ttmoe.ttlora_moe import compute_router_features, train_router_on_features
@@ -57,20 +57,6 @@ METRICS = ("router_accuracy", "moe_strict", "moe_by_name", "oracle", "gap_strict
 # ----- scoring: plain arrays in, plain arrays out -----
 
 
-def name_table(label_names: list[list[str]]) -> tuple[list[str], np.ndarray]:
-    """Every label name once (first-seen order), and `(E, C_max)` name ids per expert and label id (-1 past an
-    expert's labels).
-
-    >>> name_table([["neg", "pos"], ["no", "yes", "maybe"], ["neg", "pos"]])[1].tolist()
-    [[0, 1, -1], [2, 3, 4], [0, 1, -1]]
-    """
-    vocab = list(dict.fromkeys(n for names in label_names for n in names))
-    table = np.full((len(label_names), max(map(len, label_names))), -1, dtype=np.int64)
-    for e, names in enumerate(label_names):
-        table[e, : len(names)] = [vocab.index(n) for n in names]
-    return vocab, table
-
-
 def picked(preds: np.ndarray, experts: np.ndarray) -> np.ndarray:
     """`preds[i, experts[i]]` per row; an error if one was never computed (-1: the table is filled sparsely)."""
     out = preds[np.arange(len(experts)), experts]
@@ -87,9 +73,8 @@ def strict_correct(tasks: np.ndarray, labels: np.ndarray, chosen: np.ndarray, pr
 
 def by_name_correct(tasks: np.ndarray, labels: np.ndarray, chosen: np.ndarray, preds: np.ndarray,
                     names: np.ndarray) -> np.ndarray:
-    """Per row: the chosen expert's predicted label name is the row's gold label name (`names` from `name_table`).
-    On the row's own expert this is `strict_correct`; on another it counts when the two share that name."""
-    return names[chosen, picked(preds, chosen)] == names[tasks, labels]
+    """`evaluate`'s by-name rule (`right_by_name`) on the table's `(N, E)` predictions."""
+    return right_by_name(names, tasks, labels, chosen, picked(preds, chosen))
 
 
 def macro_accuracy(correct: np.ndarray, tasks: np.ndarray) -> float:
@@ -347,14 +332,14 @@ def pair_outputs(moe: TTLoRAMoEModel, data, pairs: np.ndarray, collate) -> tuple
     return probs, preds
 
 
-def base_table(moe: TTLoRAMoEModel, settings: Settings) -> dict[str, torch.Tensor]:
-    """Router features of the train and test rows (as `train_router` and `evaluate` load them), the test rows' tasks
-    and labels, the saved router's logits; and empty expert outputs (`test_preds` -1 until computed)."""
+def base_table(moe: TTLoRAMoEModel, rows) -> dict[str, torch.Tensor]:
+    """Router features of the train and test rows (`rows(split)`: as `train_router` and `evaluate` load them), the
+    test rows' tasks and labels, the saved router's logits; and empty expert outputs (`test_preds` -1 until
+    computed)."""
     tokenizer = load_tokenizer(moe.config)
     table = {}
-    for split, cap in (("train", settings.max_train), ("test", settings.max_eval)):
-        data = mixed_router_data(moe, moe.tasks, split, cap, settings.max_length, settings.data_dir("glue"),
-                                 settings.split_seed, tokenizer, settings.data_dir("tasks"))
+    for split in ("train", "test"):
+        data = rows(split)
         loader = DataLoader(data, batch_size=BATCH_SIZE, collate_fn=DataCollatorWithPadding(tokenizer))
         table[f"{split}_features"], table[f"{split}_tasks"] = compute_router_features(
             moe, loader, desc=f"router features, {split}")
@@ -376,7 +361,7 @@ class LookupTable:
     def __init__(self, folder: Path, settings: Settings, stage: dict, seed: int):
         self.folder, self.settings, self.stage = Path(folder), settings, stage
         self.path, self.meta_path = self.folder / CACHE_FILE, self.folder / CACHE_META_FILE
-        self._moe = None
+        self._moe, self._rows = None, {}
         key = hashlib.sha256(json.dumps([CACHE_VERSION, settings.to_dict(), seed, stage["router_dir"],
                                          stage["experts"]], sort_keys=True).encode()).hexdigest()[:16]
         if self.path.exists() and self.meta_path.exists() and json.loads(self.meta_path.read_text())["key"] == key:
@@ -387,7 +372,7 @@ class LookupTable:
         print(f"lookup table: router features of the rows -> {self.path}", flush=True)
         moe = self.moe()
         c = moe.config
-        self.arrays = {k: v.numpy() for k, v in base_table(moe, settings).items()}
+        self.arrays = {k: v.numpy() for k, v in base_table(moe, self.rows).items()}
         self.meta = {"key": key, "seed": seed, "tasks": moe.tasks, "label_names": moe.label_names,
                      "router_dir": stage["router_dir"],
                      "router": {"router_type": c.router_type, "router_hidden_size": c.router_hidden_size,
@@ -402,6 +387,15 @@ class LookupTable:
                 raise SystemExit(f"the saved MoE's experts {self._moe.tasks} are not the run's "
                                  f"{list(self.stage['experts'])}")
         return self._moe
+
+    def rows(self, split: str):
+        """The split's rows, tokenized, in the order `train_router` and `evaluate` load them (once per process)."""
+        if split not in self._rows:
+            moe, s = self.moe(), self.settings
+            cap = s.max_train if split == "train" else s.max_eval
+            self._rows[split] = mixed_router_data(moe, moe.tasks, split, cap, s.max_length, s.data_dir("glue"),
+                                                  s.split_seed, load_tokenizer(moe.config), s.data_dir("tasks"))
+        return self._rows[split]
 
     def save(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -437,13 +431,10 @@ class LookupTable:
               f"(of {self.arrays['test_preds'].size} for every expert on every row)", flush=True)
         if not len(missing):
             return
-        moe, s = self.moe(), self.settings
-        tokenizer = load_tokenizer(moe.config)
-        data = mixed_router_data(moe, moe.tasks, "test", s.max_eval, s.max_length, s.data_dir("glue"),
-                                 s.split_seed, tokenizer, s.data_dir("tasks"))
+        moe, data = self.moe(), self.rows("test")
         if not np.array_equal(np.array(data["task_ids"]), self.arrays["test_tasks"]):
             raise RuntimeError("the test rows came in another order than when the table was made")
-        probs, preds = pair_outputs(moe, data, missing, DataCollatorWithPadding(tokenizer))
+        probs, preds = pair_outputs(moe, data, missing, DataCollatorWithPadding(load_tokenizer(moe.config)))
         self.arrays["test_probs"][missing[:, 0], missing[:, 1]] = probs.numpy()
         self.arrays["test_preds"][missing[:, 0], missing[:, 1]] = preds.numpy()
         self.save()

@@ -10,7 +10,7 @@ from pathlib import Path
 from hf_ttmoe.commands import evaluate, train_expert, train_router
 from hf_ttmoe.io import WEIGHTS_NAME
 
-from .lr_grid import choose_lr
+from .lr_grid import tune
 from .params import stored_parameters
 from .run import Run
 
@@ -23,39 +23,43 @@ def data_args(run: Run) -> list[str]:
             "--max_length", str(s.max_length)]
 
 
-def tt_expert(run: Run, task: str, lr: float, seed: int) -> Path:
-    """A TT-LoRA expert for `task` at `lr`, reused when one trained alike exists (model.safetensors + results.json)."""
+def tt_expert(run: Run, task: str, lr: float, seed: int, out: Path) -> None:
+    """Trains a TT-LoRA expert for `task` at `lr` into `out` with the library's own command."""
     s = run.settings
-    out = run.expert_dir("ttlora", task, s.training_key("ttlora", lr, seed))
-    if all((out / f).exists() for f in EXPERT_FILES):
-        print(f"    lr {lr:g}: reused {out}", flush=True)
-        return out
-    print(f"    lr {lr:g}: training -> {out}", flush=True)
     train_expert.main(["--task", task, *data_args(run), "--output_dir", str(out),
                        "--max_train_samples", str(s.max_train), "--max_eval_samples", str(s.max_eval),
                        "--num_train_epochs", str(s.epochs), "--per_device_train_batch_size", str(s.batch_size),
                        "--per_device_eval_batch_size", "64", "--learning_rate", str(lr),
                        "--seed", str(seed), "--report_to", "none", "--save_strategy", "no",
                        "--logging_steps", "10", "--disable_tqdm", "true"])
-    return out
+
+
+def read_record(out: Path) -> dict:
+    """`results.json` in the names `lr_grid.tune` reads."""
+    r = json.loads((out / "results.json").read_text())
+    return {**r, "validation_accuracy": r["eval_accuracy"], "train_s": r["train_runtime"]}
 
 
 def train_experts(run: Run, seed: int) -> tuple[dict[str, Path], dict[str, dict], float]:
-    """Per task, an expert at each rate of `tt_lrs`; the task keeps the best on validation rows (`lr_grid`).
-    Returns the chosen experts, the choices, and the training seconds of every expert of the grid."""
+    """Per task, an expert at each rate of `tt_lrs` (reused when one trained alike exists: model.safetensors +
+    results.json); the task keeps the best on validation rows (`lr_grid`). Returns the chosen experts, the choices,
+    and the training seconds of every expert of the grid."""
     s = run.settings
+    def folder(task: str, lr: float) -> Path:
+        return run.expert_dir("ttlora", task, s.training_key("ttlora", lr, seed))
+
+    def complete(out: Path) -> bool:
+        return all((out / f).exists() for f in EXPERT_FILES)
+
+    def train(task: str, lr: float, out: Path) -> None:
+        tt_expert(run, task, lr, seed, out)
+
     experts, choices, train_s = {}, {}, 0.0
     for i, task in enumerate(s.tasks):
         print(f"  TT-LoRA expert {task} ({i + 1}/{len(s.tasks)})", flush=True)
-        trained = {lr: tt_expert(run, task, lr, seed) for lr in s.tt_lrs}
-        results = {lr: json.loads((out / "results.json").read_text()) for lr, out in trained.items()}
-        choices[task] = choose_lr({lr: r["eval_accuracy"] for lr, r in results.items()})
-        experts[task] = trained[choices[task]["chosen"]]
-        train_s += sum(r["train_runtime"] for r in results.values())
-        print(f"    chose lr {choices[task]['chosen']:g} (validation accuracy "
-              + ", ".join(f"{lr:g}: {a:.3f}" for lr, a in zip(choices[task]["lrs"],
-                                                              choices[task]["validation_accuracy"])) + ")",
-              flush=True)
+        choices[task], records = tune(task, s.tt_lrs, folder, complete, train, read_record)
+        experts[task] = folder(task, choices[task]["chosen"])
+        train_s += sum(r["train_s"] for r in records.values())
     return experts, choices, train_s
 
 

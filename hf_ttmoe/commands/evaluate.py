@@ -38,6 +38,34 @@ class EvalArguments:
     split_seed: int = field(default=42, metadata={"help": "Seed of the task splits (as the experts used)."})
 
 
+def name_table(label_names: list[list[str]]) -> tuple[list[str], np.ndarray]:
+    """Every label name once (first-seen order), and `(E, C_max)` name ids per expert and label id (-1 past an
+    expert's labels).
+
+    >>> name_table([["neg", "pos"], ["no", "yes", "maybe"], ["neg", "pos"]])[1].tolist()
+    [[0, 1, -1], [2, 3, 4], [0, 1, -1]]
+    """
+    vocab = list(dict.fromkeys(n for names in label_names for n in names))
+    table = np.full((len(label_names), max(map(len, label_names))), -1, dtype=np.int64)
+    for e, names in enumerate(label_names):
+        table[e, : len(names)] = [vocab.index(n) for n in names]
+    return vocab, table
+
+
+def right_by_name(names: np.ndarray, tasks: np.ndarray, labels: np.ndarray, chosen: np.ndarray,
+                  answers: np.ndarray) -> np.ndarray:
+    """Per row: the label name the chosen expert answers is the row's gold label name. What a user receives is a
+    name (`moe.decode`), so a row sent to an expert that shares the gold label's name (two sentiment experts, two
+    entailment experts) can still be answered right; on the row's own expert this is plain accuracy.
+
+    Args:
+        names: `(E, C_max)` name ids from `name_table`.
+        tasks, labels: `(N,)` each row's task (= its own expert) and gold label id.
+        chosen, answers: `(N,)` the routed expert and the label id it predicted.
+    """
+    return names[chosen, answers] == names[tasks, labels]
+
+
 def f1(labels, preds, num_labels):
     """Binary F1 of class 1 for two labels, else macro-F1 over the task's labels (a wrong expert's -1 never counts)."""
     classes = [1] if num_labels == 2 else list(range(num_labels))
@@ -65,19 +93,17 @@ def report(moe, rows) -> dict:
     tasks, n = moe.tasks, len(moe.tasks)
     confusion = np.zeros((n, n), dtype=int)
     np.add.at(confusion, (rows["task"], rows["chosen"]), 1)
+    by_name = right_by_name(name_table(moe.label_names)[1], rows["task"], rows["label"], rows["chosen"],
+                            rows["routed"])
     per_task = []
     for t, name in enumerate(tasks):
         sel = rows["task"] == t
         correct_expert = rows["chosen"][sel] == t
         routed = np.where(correct_expert, rows["routed"][sel], -1)  # a wrong expert answers in another label space
         labels, num_labels = rows["label"][sel], len(moe.label_names[t])
-        # what a user receives is a label name (`moe.decode`): a row sent to an expert that shares the gold label's
-        # name (two sentiment experts, two entailment experts) can still be answered right
-        answered = [moe.label_names[e][p] for e, p in zip(rows["chosen"][sel].tolist(), rows["routed"][sel].tolist())]
-        by_name = np.array(answered) == np.array([moe.label_names[t][y] for y in labels.tolist()])
         per_task.append({
             "task": name, "rows": int(sel.sum()), "router_accuracy": float(correct_expert.mean()),
-            "moe_accuracy": float(accuracy_score(labels, routed)), "moe_accuracy_by_name": float(by_name.mean()),
+            "moe_accuracy": float(accuracy_score(labels, routed)), "moe_accuracy_by_name": float(by_name[sel].mean()),
             "oracle_accuracy":
                 float(accuracy_score(labels, rows["oracle"][sel])),
             "moe_f1": float(f1(labels, routed, num_labels)), "oracle_f1": float(f1(labels, rows["oracle"][sel],
