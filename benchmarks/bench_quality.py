@@ -20,7 +20,7 @@ Methods (`--methods`; parameter counts printed per run):
     moe           dense MoE-LoRA, the library's defaults (8 experts of rank 4 on both FFN linears, dense gate)
     moe_top2      the same with top-2 gating
     moe_nobal     the same without the load-balancing loss (coefficient 0)
-    lora_budget   PEFT LoRA on the FFN linears with as many trainable parameters as `moe` (rank 36)
+    lora_budget   PEFT LoRA on the FFN linears with (nearest) as many trainable parameters as `moe` (MiniLM: rank 36)
     lora_rank     PEFT LoRA on the FFN linears of the same total rank as `moe` (E·r = 32)
     head          the task head only (the floor)
     full          full fine-tuning (the ceiling)
@@ -47,17 +47,12 @@ from hf_ttmoe import (
     load_tokenizer,
 )
 from hf_ttmoe.adapter import HEAD_MODULE_NAMES
+from hf_ttmoe.architectures import default_targets, layer_linears, path_in_layer, target_names
 
-# Which linears "tt" and "lora" adapt: query/value (TT-LoRA's default), or every linear of every layer. PEFT's pattern
-# is a regex so that BERT's pooler.dense, outside the layers, is left alone as TT-LoRA leaves it.
-MODULE_SETS = {
-    "qv": {"tt": ["query", "value"], "peft": ["query", "value"]},
-    "all": {"tt": ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"],
-            "peft": r".*\.layer\.\d+\.(attention\.self\.(query|key|value)|attention\.output\.dense|intermediate\.dense"
-                    r"|output\.dense)"},
-}
-FFN_PEFT = r".*\.layer\.\d+\.(intermediate\.dense|output\.dense)"
-MOE_RANK_BUDGET, MOE_TOTAL_RANK = 36, 32  # LoRA ranks matching MoE-LoRA E=8, r=4 on the FFN: parameters; total rank
+# Which linears "tt" and "lora" adapt (`--modules`): the architecture's query/value (TT-LoRA's default), or every
+# linear inside the transformer layers (BERT's pooler.dense, outside them, is left alone as TT-LoRA leaves it).
+# "lora_budget" / "lora_rank" adapt what dense MoE-LoRA adapts: the architecture's feed-forward linears.
+MODULE_SETS = ("qv", "all")
 DEFAULT_LRS = {"tt": [2e-3, 5e-3, 1e-2], "lora": [5e-4, 1e-3, 2e-3], "moe": [5e-4, 1e-3, 2e-3],
                "moe_top2": [5e-4, 1e-3, 2e-3], "moe_nobal": [5e-4, 1e-3, 2e-3], "lora_budget": [5e-4, 1e-3, 2e-3],
                "lora_rank": [5e-4, 1e-3, 2e-3], "head": [1e-3, 3e-3, 1e-2], "full": [2e-5, 5e-5, 1e-4]}
@@ -73,23 +68,45 @@ def build(method: str, args, label_names: list[str], pad_token_id):
     labels = {"id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)}}
     common = dict(base_model_name_or_path=args.base_model, gguf_file=args.gguf_file, pad_token_id=pad_token_id,
                   task=args.task, **labels)
+    base = load_base_model(TTLoRAConfig(num_labels=len(label_names), **common))
+    model_type = base.config.model_type
     if method == "tt":
         return TTLoRAModel(TTLoRAConfig(tt_rank=args.tt_rank, alpha=args.tt_alpha, tt_shapes=args.tt_shapes,
-                                        target_modules=MODULE_SETS[args.modules]["tt"], **common)), []
-    if method.startswith("moe"):
-        config = DenseMoELoRAConfig(num_experts_per_tok=2 if method == "moe_top2" else None,
+                                        target_modules=module_set(base, args.modules), **common), base), []
+    moe_config = DenseMoELoRAConfig(num_experts_per_tok=2 if method == "moe_top2" else None,
                                     router_aux_loss_coef=0.0 if method == "moe_nobal" else 0.05, **common)
-        return DenseMoELoRAModel(config), [BalanceLossCallback()]
-    base = load_base_model(TTLoRAConfig(num_labels=len(label_names), **common))
+    if method.startswith("moe"):
+        return DenseMoELoRAModel(moe_config, base), [BalanceLossCallback()]
     head = next(name for name in HEAD_MODULE_NAMES if hasattr(base, name))
     if method in ("full", "head"):
         base.requires_grad_(method == "full")
         getattr(base, head).requires_grad_(True)
         return base, []
-    rank, targets = {"lora": (args.lora_rank, MODULE_SETS[args.modules]["peft"]),
-                     "lora_budget": (MOE_RANK_BUDGET, FFN_PEFT), "lora_rank": (MOE_TOTAL_RANK, FFN_PEFT)}[method]
+    if method == "lora":
+        rank, targets = args.lora_rank, target_names(base, module_set(base, args.modules))
+    else:  # MoE-LoRA's linears, at its trainable-parameter count or at its total rank E·r
+        targets = target_names(base, default_targets(base, model_type, "feed_forward"))
+        total_rank = moe_config.num_experts * moe_config.lora_rank
+        rank = budget_rank(base, targets, moe_config) if method == "lora_budget" else total_rank
     return peft.get_peft_model(base, peft.LoraConfig(r=rank, lora_alpha=rank, target_modules=targets,
                                                      modules_to_save=[head])), []
+
+
+def module_set(base, modules: str) -> list[str]:
+    """`--modules` as library targets: "qv" = the architecture's attention targets, "all" = the path inside its layer
+    of every linear in the transformer layers."""
+    if modules == "qv":
+        return default_targets(base, base.config.model_type, "attention")
+    return sorted({path_in_layer(name) for name in layer_linears(base)})
+
+
+def budget_rank(base, targets: list[str], moe: DenseMoELoRAConfig) -> int:
+    """The LoRA rank on `targets` whose trainable parameters are nearest MoE-LoRA's there: per linear, E experts of
+    rank r (E·r·(in + out)) and the gate (in · E), against LoRA's rank·(in + out). 36 for MiniLM's FFN (exact)."""
+    linears = [base.get_submodule(name) for name in targets]
+    moe_params = sum(moe.num_experts * (moe.lora_rank * (m.in_features + m.out_features) + m.in_features)
+                     for m in linears)
+    return round(moe_params / sum(m.in_features + m.out_features for m in linears))
 
 
 @torch.no_grad()
@@ -218,7 +235,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", required=True, choices=sorted(DEFAULT_LRS))
     parser.add_argument("--lrs", nargs="+", default=[], metavar="METHOD=LR,LR",
                         help="learning-rate grid per method, e.g. tt=5e-3,1e-2 (default: DEFAULT_LRS)")
-    parser.add_argument("--modules", default="qv", choices=sorted(MODULE_SETS), help="linears tt and lora adapt")
+    parser.add_argument("--modules", default="qv", choices=MODULE_SETS, help="linears tt and lora adapt")
     parser.add_argument("--tt_rank", type=int, default=5)
     parser.add_argument("--lora_rank", type=int, default=16, help="rank of the lora method (alpha = rank)")
     parser.add_argument("--tt_alpha", type=float, default=16.0)

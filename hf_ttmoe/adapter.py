@@ -25,7 +25,7 @@ from transformers import (
     PreTrainedModel,
 )
 
-from .architectures import default_targets, layer_index, path_in_layer
+from .architectures import default_targets, layer_index, target_names
 from .io import is_local_path
 from .saved_model import SavedModel, gathered
 
@@ -179,8 +179,19 @@ def load_base_model(config: AdapterConfig, **kwargs) -> PreTrainedModel:
         model, info = AutoModelForSequenceClassification.from_pretrained(path, output_loading_info=True, **kwargs)
         new_keys = [*info["missing_keys"], *(k[0] if isinstance(k, tuple) else k for k in info["mismatched_keys"])]
         model._hf_ttmoe_new_modules = sorted({k.rsplit(".", 1)[0] for k in new_keys})
-        return model
-    return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        return _unmark_dequantized(model)
+    return _unmark_dequantized(AutoModelForCausalLM.from_pretrained(path, **kwargs))
+
+
+def _unmark_dequantized(model: PreTrainedModel) -> PreTrainedModel:
+    """A GGUF checkpoint loaded without GGUF kernels arrives dequantized, every weight a plain float tensor, yet
+    keeps its quantizer, and `Trainer` then refuses to fine-tune it even through PEFT ("quantized with gguf ... do
+    not support training"). Such a model is no longer quantized: its quantizer removes the marks, as it does itself for
+    a checkpoint loaded with `dequantize=True`. Weights still in quantized blocks (integer tensors) keep them."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None and all(p.is_floating_point() for p in model.parameters()):
+        quantizer.remove_quantization_config(model)
+    return model
 
 
 def load_tokenizer(config: AdapterConfig):
@@ -248,20 +259,10 @@ class AdapterModel(SavedModel):
         return sorted(set(names) | set(getattr(self.model, "_hf_ttmoe_new_modules", [])))
 
     def _target_names(self) -> list[str]:
-        """Linear modules to adapt: a target without a dot matches the last name component ("query"); a dotted
-        target matches the path inside its layer exactly ("output.dense" is BERT's FFN output, not
-        "attention.output.dense")."""
+        """Linear modules to adapt (`architectures.target_names`)."""
         targets, layers = self.config.target_modules, self.config.layers_to_transform
         self._check_layer_indices()
-
-        def matches(name: str) -> bool:
-            return any(path_in_layer(name) == t if "." in t else name.rsplit(".", 1)[-1] == t for t in targets)
-
-        names = [
-            name
-            for name, module in self.model.named_modules()
-            if isinstance(module, nn.Linear) and matches(name) and (layers is None or layer_index(name) in layers)
-        ]
+        names = target_names(self.model, targets, layers)
         if not names:
             raise ValueError(
                 f"target_modules={self.config.target_modules} with layers_to_transform={layers} matched no nn.Linear "

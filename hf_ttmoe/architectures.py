@@ -63,6 +63,24 @@ def path_in_layer(name: str) -> str:
     return _LAYER_INDEX.split(f".{name}")[-1]
 
 
+def target_names(model: nn.Module, targets: list[str], layers: list[int] | None = None) -> list[str]:
+    """The `nn.Linear` module paths that `targets` name: a target without a dot matches the last name component
+    ("query"); a dotted target matches the path inside its layer exactly ("output.dense" is BERT's FFN output, not
+    "attention.output.dense"). `layers`: only inside these transformer layers (None = anywhere)."""
+
+    def matches(name: str) -> bool:
+        return any(path_in_layer(name) == t if "." in t else name.rsplit(".", 1)[-1] == t for t in targets)
+
+    return [name for name, module in model.named_modules()
+            if isinstance(module, nn.Linear) and matches(name) and (layers is None or layer_index(name) in layers)]
+
+
+def layer_linears(model: nn.Module) -> list[str]:
+    """The paths of every `nn.Linear` inside the transformer layers (not the embeddings, a pooler or a head)."""
+    return [name for name, module in model.named_modules()
+            if isinstance(module, nn.Linear) and layer_index(name) is not None]
+
+
 def find_layers(model: nn.Module) -> tuple[nn.Module, nn.ModuleList]:
     """The embeddings module and the list of transformer layers of an HF model."""
     layers = max((m for n, m in model.named_modules() if isinstance(m, nn.ModuleList)
@@ -80,4 +98,4 @@ def num_layers(model: nn.Module) -> int:
 
 
 __all__ = ["ARCHITECTURES", "Architecture", "default_targets", "find_layers", "is_encoder", "layer_index",
-           "path_in_layer"]
+           "layer_linears", "path_in_layer", "target_names"]

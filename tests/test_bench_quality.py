@@ -8,7 +8,7 @@ import argparse
 import numpy as np
 import pytest
 
-from benchmarks.bench_quality import DEFAULT_LRS, MOE_TOTAL_RANK, adapter_parameters, build
+from benchmarks.bench_quality import DEFAULT_LRS, adapter_parameters, build
 from hf_ttmoe import DEFAULT_BASE_MODEL
 from hf_ttmoe.training import compute_metrics
 
@@ -33,7 +33,7 @@ def params():
 def test_method_budgets_are_what_the_benchmark_says(params):
     # the MoE-LoRA comparison: LoRA of the same trainable parameters, and of the same total rank, on the FFN linears
     assert params["moe"] == params["moe_top2"] == params["moe_nobal"] == params["lora_budget"] == 829_440
-    assert params["lora_rank"] == MOE_TOTAL_RANK * (384 + 1536) * 2 * 6
+    assert params["lora_rank"] == 8 * 4 * (384 + 1536) * 2 * 6  # E·r
     # TT-LoRA against PEFT LoRA r=16 on the same modules: a few percent of its parameters
     assert params["lora"] == 16 * 768 * 2 * 6 and params["lora_all"] == 663_552  # no pooler.dense
     assert params["tt"] / params["lora"] < 0.05 and params["tt_all"] / params["lora_all"] < 0.05
@@ -66,3 +66,38 @@ def test_published_init_starts_from_a_nonzero_update():
         bound = math.sqrt(6 / ((1 + 8) * m.base_layer.in_features))  # kaiming_uniform_(a=√8)
         full_norm = bound * math.sqrt(delta.numel() / 3)  # expected Frobenius norm of the uniform matrix
         assert 0.05 * full_norm < delta.norm() < 1.1 * full_norm
+
+
+def test_module_sets_follow_the_architecture(tmp_path):
+    """On a decoder (Llama layout) every method adapts the linears its name says: query/value are q_proj/v_proj, the
+    feed-forward linears are gate/up/down_proj, "all" is every linear of a layer; LoRA at MoE-LoRA's budget lands
+    within one rank's worth of its parameters."""
+    from conftest import tiny_base
+
+    from hf_ttmoe import DenseMoELoRAConfig
+
+    path = tmp_path / "tiny-llama"
+    tiny_base("llama", num_labels=2).save_pretrained(path)
+    a = argparse.Namespace(**{**vars(args("qv")), "base_model": str(path)})
+
+    def lora_targets(model):
+        return {n.split(".lora_A")[0].rsplit(".", 1)[-1] for n, _ in model.named_parameters() if ".lora_A" in n}
+
+    def linear_names(model, kind):
+        return {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ == kind}
+
+    tt, _ = build("tt", a, ["a", "b"], 0)
+    assert linear_names(tt, "TTLoRALinear") == {"q_proj", "v_proj"}
+    lora, _ = build("lora", a, ["a", "b"], 0)
+    assert lora_targets(lora) == {"q_proj", "v_proj"}
+    lora_all, _ = build("lora", argparse.Namespace(**{**vars(a), "modules": "all"}), ["a", "b"], 0)
+    assert lora_targets(lora_all) == {
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    moe, _ = build("moe", a, ["a", "b"], 0)
+    budget, _ = build("lora_budget", a, ["a", "b"], 0)
+    assert lora_targets(budget) == {
+        "gate_proj", "up_proj", "down_proj"}
+    assert linear_names(moe, "DenseMoELoRALinear") == {"gate_proj", "up_proj", "down_proj"}
+    per_rank = 2 * 3 * (32 + 64)  # LoRA parameters per unit of rank: 2 layers x 3 linears x (in + out)
+    assert abs(adapter_parameters(budget) - adapter_parameters(moe)) <= per_rank / 2
+    assert DenseMoELoRAConfig().num_experts * DenseMoELoRAConfig().lora_rank == 32

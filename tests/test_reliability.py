@@ -324,6 +324,39 @@ def test_a_base_checkpoint_with_a_head_of_another_size_gets_a_new_head(tmp_path,
     assert "classification head" not in caplog.text
 
 
+def test_a_dequantized_gguf_base_trains_through_peft_and_a_quantized_one_keeps_its_mark(tmp_path, monkeypatch):
+    """A GGUF base arrives as plain float weights (no GGUF kernels here) but with its quantizer attached, and Trainer
+    refused a PEFT LoRA over it ("quantized with gguf ... do not support training"): the loader drops the mark."""
+    import peft
+    from transformers import AutoModelForSequenceClassification
+    from transformers.quantizers.quantizer_gguf import GgufHfQuantizer
+    from transformers.trainer_utils import validate_quantization_for_training
+    from transformers.utils.quantization_config import GgufConfig
+
+    import hf_ttmoe.adapter
+
+    tiny_base("llama", num_labels=2).save_pretrained(tmp_path / "base")
+    load = AutoModelForSequenceClassification.from_pretrained
+
+    def as_gguf(*args, **kwargs):  # what from_pretrained(..., gguf_file=) returns without the GGUF kernels
+        model, info = load(*args, **kwargs)
+        model.hf_quantizer = GgufHfQuantizer(GgufConfig())
+        model.is_quantized, model.config.quantization_config = True, model.hf_quantizer.quantization_config
+        return model, info
+
+    monkeypatch.setattr(hf_ttmoe.adapter.AutoModelForSequenceClassification, "from_pretrained", as_gguf)
+    marked, _ = as_gguf(tmp_path / "base", output_loading_info=True)
+    with pytest.raises(ValueError, match="do not support training"):  # the failure this guards against
+        validate_quantization_for_training(peft.get_peft_model(marked, peft.LoraConfig(target_modules=["q_proj"])))
+    base = hf_ttmoe.adapter.load_base_model(TTLoRAConfig(base_model_name_or_path=str(tmp_path / "base"), num_labels=2))
+    assert not base.is_quantized and getattr(base, "hf_quantizer", None) is None
+    validate_quantization_for_training(peft.get_peft_model(base, peft.LoraConfig(target_modules=["q_proj"])))
+    still_packed, _ = as_gguf(tmp_path / "base", output_loading_info=True)
+    still_packed.model.layers[0].mlp.register_parameter(
+        "blocks", torch.nn.Parameter(torch.zeros(4, dtype=torch.uint8), requires_grad=False))
+    assert hf_ttmoe.adapter._unmark_dequantized(still_packed).hf_quantizer is not None  # quantized blocks: kept
+
+
 INDEX_ERRORS = [  # (value for a batch of 4 over 2 experts, error, what it must say)
     (torch.tensor([0, 1, 0, -1]), ValueError, r"holds \[-1\], outside 0..1.*-1 does not mean the last expert"),
     (torch.tensor([0, 1, 0, 2]), ValueError, r"holds \[2\], outside 0..1"),
