@@ -101,3 +101,35 @@ def test_module_sets_follow_the_architecture(tmp_path):
     per_rank = 2 * 3 * (32 + 64)  # LoRA parameters per unit of rank: 2 layers x 3 linears x (in + out)
     assert abs(adapter_parameters(budget) - adapter_parameters(moe)) <= per_rank / 2
     assert DenseMoELoRAConfig().num_experts * DenseMoELoRAConfig().lora_rank == 32
+
+
+def test_summary_pairs_seeds_at_each_methods_chosen_rate(tmp_path):
+    """`quality_summary`: each method at its own chosen rate, the difference paired by seed, in the run's metric; an
+    unfinished run uses the first seed's best dev rate and is marked."""
+    import json
+
+    from benchmarks import quality_summary
+
+    def row(method, lr, seed, dev, test):
+        return {"method": method, "lr": lr, "seed": seed, "dev_mcc": dev, "test_mcc": test, "test_accuracy": test,
+                "adapter_params": 10}
+
+    rows = [row("moe", 1e-3, 0, 0.5, 0.40), row("moe", 2e-3, 0, 0.6, 0.30), row("lora_budget", 1e-3, 0, 0.7, 0.35),
+            row("moe", 2e-3, 1, 0, 0.50), row("lora_budget", 1e-3, 1, 0, 0.40),
+            row("moe", 1e-3, 1, 0, 0.99)]  # a rate that was not chosen: never read
+    finished = {"args": {"task": "cola", "metric": "mcc", "seeds": [0, 1], "methods": ["moe", "lora_budget"]},
+                "rows": rows, "chosen_lr": {"moe": 2e-3, "lora_budget": 1e-3}}
+    (tmp_path / "cola.json").write_text(json.dumps(finished))
+    unfinished = {**finished, "rows": rows[:3]}
+    del unfinished["chosen_lr"]
+    (tmp_path / "part.json").write_text(json.dumps(unfinished))
+    out = quality_summary.main(["--pair", "moe", "lora_budget", "--runs", "cola", "part", "--name", "s"], tmp_path)
+    assert out[0]["diffs"] == pytest.approx([-0.05, 0.10]) and out[0]["complete"]
+    assert out[0]["moe"]["mean"] == pytest.approx(0.40) and out[0]["lora_budget"]["lr"] == 1e-3
+    assert out[1]["seeds"] == [0] and not out[1]["complete"] and out[1]["moe"]["lr"] == 2e-3
+    text = (tmp_path / "s.md").read_text()
+    assert "| cola | MCC | 40.00 ± 10.00 (0.002) | 37.50 ± 2.50 (0.001) | +2.50 ± 7.50 (ahead)" in text
+    assert "0 (unfinished)" in text and "moe ≥ lora_budget on 1 of 1 finished tasks." in text
+    assert (tmp_path / "s.png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="does not run"):
+        quality_summary.main(["--pair", "moe", "tt", "--runs", "cola", "--name", "s"], tmp_path)

@@ -1,0 +1,126 @@
+"""One table (and a plot) over several `bench_quality` runs: method A against method B per task, each at its own
+learning rate chosen on dev, the difference paired by seed (the same rows, order and initial head for both).
+
+    python -m benchmarks.quality_summary --pair moe lora_budget --runs quality_sst2_moe quality_mrpc_moe \
+        quality_qnli_moe --name quality_moe_summary
+
+Each run is scored in the metric it chose its learning rates by (`--metric` of that run: accuracy, macro-F1 for MRPC
+as the seed's paper reports, MCC for CoLA); accuracy is shown beside it. A run whose seeds are not all done is listed
+with what it has, and marked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from benchmarks.common import RESULTS
+
+METRIC_NAMES = {"accuracy": "accuracy", "f1": "binary F1", "macro_f1": "macro-F1", "mcc": "MCC"}
+
+
+def final_rows(run: dict, method: str) -> list[dict]:
+    """The test rows of `method` at its chosen learning rate, one per seed of the run, in seed order. The choice is
+    the run's own (`chosen_lr`), or, while the run is unfinished, the best dev metric among the first seed's rows."""
+    args, rows = run["args"], run["rows"]
+    lr = run.get("chosen_lr", {}).get(method)
+    if lr is None:
+        sweep = [r for r in rows if r["method"] == method and r["seed"] == args["seeds"][0]]
+        if not sweep:
+            return []
+        lr = max(sweep, key=lambda r: r[f"dev_{args['metric']}"])["lr"]
+    by_seed = {r["seed"]: r for r in rows if r["method"] == method and r["lr"] == lr}
+    return [by_seed[s] for s in args["seeds"] if s in by_seed]
+
+
+def compare(run: dict, a: str, b: str) -> dict:
+    """Method `a` against `b` on one run: means and stds of the run's metric and of accuracy, and the per-seed
+    differences a − b over the seeds both have."""
+    metric = run["args"]["metric"]
+    rows = {m: final_rows(run, m) for m in (a, b)}
+    seeds = [r["seed"] for r in rows[a] if r["seed"] in {s["seed"] for s in rows[b]}]
+    pick = {m: {r["seed"]: r for r in rows[m]} for m in (a, b)}
+    diffs = [pick[a][s][f"test_{metric}"] - pick[b][s][f"test_{metric}"] for s in seeds]
+    out = {"task": run["args"]["task"], "metric": metric, "seeds": seeds,
+           "complete": all(len(rows[m]) == len(run["args"]["seeds"]) for m in (a, b)), "diffs": diffs}
+    for m in (a, b):
+        values = [r[f"test_{metric}"] for r in rows[m]]
+        accuracy = [r["test_accuracy"] for r in rows[m]]
+        out[m] = {"lr": rows[m][0]["lr"] if rows[m] else None, "n": len(values),
+                  "mean": statistics.fmean(values) if values else None,
+                  "std": statistics.pstdev(values) if values else None,
+                  "accuracy": statistics.fmean(accuracy) if accuracy else None,
+                  "params": rows[m][0]["adapter_params"] if rows[m] else None}
+    out["diff_mean"] = statistics.fmean(diffs) if diffs else None
+    out["diff_std"] = statistics.pstdev(diffs) if diffs else None
+    return out
+
+
+def pct(mean: float | None, std: float | None = None) -> str:
+    if mean is None:
+        return "—"
+    return f"{100 * mean:.2f}" if std is None else f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
+def markdown(results: list[dict], a: str, b: str) -> str:
+    lines = [f"`{a}` vs `{b}`, test, mean ± std over seeds (%); difference = {a} − {b}, paired by seed:", "",
+             f"| task | metric | {a} (lr) | {b} (lr) | difference | {a} accuracy | {b} accuracy | seeds |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
+    for r in results:
+        diff = "—" if r["diff_mean"] is None else (f"{100 * r['diff_mean']:+.2f} ± {100 * r['diff_std']:.2f}"
+                                                   + (" (ahead)" if r["diff_mean"] >= 0 else " (behind)"))
+        seeds = ", ".join(map(str, r["seeds"])) + ("" if r["complete"] else " (unfinished)")
+        cells = [pct(r[m]["mean"], r[m]["std"]) + ("" if r[m]["lr"] is None else f" ({r[m]['lr']:g})") for m in (a, b)]
+        lines.append(f"| {r['task']} | {METRIC_NAMES[r['metric']]} | {cells[0]} | {cells[1]} | "
+                     f"{diff} | {pct(r[a]['accuracy'])} | {pct(r[b]['accuracy'])} | {seeds} |")
+    done = [r for r in results if r["complete"]]
+    lines += ["", f"{a} ≥ {b} on {sum(r['diff_mean'] >= 0 for r in done)} of {len(done)} finished tasks."]
+    return "\n".join(lines)
+
+
+def plot(results: list[dict], a: str, b: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.6 * len(results) + 2, 3.6))
+    x = range(len(results))
+    for k, (m, shift) in enumerate(((a, -0.2), (b, 0.2))):
+        ax.bar([i + shift for i in x], [100 * (r[m]["mean"] or 0) for r in results], width=0.4, label=m,
+               yerr=[100 * (r[m]["std"] or 0) for r in results], capsize=3, color=f"C{k}")
+    ax.set_xticks(list(x), [f"{r['task']}\n({METRIC_NAMES[r['metric']]})" for r in results])
+    ax.set_ylabel("test, % (mean ± std over seeds)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None, results_dir: Path = RESULTS) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pair", nargs=2, required=True, metavar=("A", "B"), help="two methods of the runs")
+    parser.add_argument("--runs", nargs="+", required=True, help="names of bench_quality results (benchmarks/results)")
+    parser.add_argument("--name", required=True, help="writes benchmarks/results/<name>.{md,png}")
+    args = parser.parse_args(argv)
+    a, b = args.pair
+    results = []
+    for name in args.runs:
+        path = Path(results_dir) / f"{name}.json"
+        if not path.exists():
+            raise SystemExit(f"no results {path}: run bench_quality --name {name} first")
+        run = json.loads(path.read_text())
+        if missing := [m for m in (a, b) if m not in run["args"]["methods"]]:
+            raise SystemExit(f"{path} does not run {missing} (its methods: {run['args']['methods']})")
+        results.append(compare(run, a, b))
+    text = markdown(results, a, b)
+    (Path(results_dir) / f"{args.name}.md").write_text(text + "\n")
+    plot(results, a, b, Path(results_dir) / f"{args.name}.png")
+    print(text)
+    return results
+
+
+if __name__ == "__main__":
+    main()
