@@ -5,25 +5,20 @@
     python -m benchmarks.bench_quality --task rte --tasks_dir ../shared/data/tasks --methods moe lora_budget \
         --early_stopping 3 --max_epochs 10 --name quality_rte_moe
 
-The protocol, alike for every method: each method trains at every learning rate of its grid with the first seed;
-the one with the best dev metric (`--metric`, on the task's validation rows, capped at `--max_dev_samples`; the
-test rows are never used to choose) is kept, and the other seeds train at it. The budget is either fixed
-(`--epochs` over `--max_train_samples` rows) or "to convergence": `--early_stopping P` evaluates dev every
-`--eval_steps` and stops after P evaluations without improvement (Trainer's `EarlyStoppingCallback`, at most
-`--max_epochs`), keeping the best checkpoint. Tasks come through `hf_ttmoe.training.load_data`: embedded, GLUE
-(`--glue_dir`), or task folders of user files (`--tasks_dir`, `../shared/data/tasks`). Rows are saved after every
-run (`--resume` continues a run), the tables go to `benchmarks/results/<name>.md`.
-
-Methods (`--methods`; parameter counts printed per run):
-    tt            TT-LoRA (`--tt_rank`, `--tt_alpha`) on `--modules`
-    lora          PEFT LoRA r=16 (`--lora_rank`, alpha = rank) on `--modules`
-    moe           dense MoE-LoRA, the library's defaults (8 experts of rank 4 on both FFN linears, dense gate)
-    moe_top2      the same with top-2 gating
-    moe_nobal     the same without the load-balancing loss (coefficient 0)
-    lora_budget   PEFT LoRA on the FFN linears with (nearest) as many trainable parameters as `moe` (MiniLM: rank 36)
-    lora_rank     PEFT LoRA on the FFN linears of the same total rank as `moe` (E·r = 32)
-    head          the task head only (the floor)
-    full          full fine-tuning (the ceiling)
+The protocol, alike for every method: each method trains at every learning rate of its grid with the first seed
+(widened past an edge while the edge is best, `--extend_grid`); the one with the best dev metric (`--metric`, on the
+task's validation rows, capped at `--max_dev_samples`; the test rows are never used to choose) is kept, and the
+other seeds train at it. The budget is either fixed (`--epochs` over `--max_train_samples` rows) or "to
+convergence": `--early_stopping P` evaluates dev every `--eval_steps` and stops after P evaluations without
+improvement (Trainer's `EarlyStoppingCallback`, at most `--max_epochs`), keeping the best checkpoint. Tasks come
+through `hf_ttmoe.training.load_data`: embedded, GLUE (`--glue_dir`), or task folders of user files (`--tasks_dir`,
+`../shared/data/tasks`). Rows are saved after every run (`--resume` continues a run), the tables go to
+`benchmarks/results/<name>.md`. Methods (`--methods`; parameter counts printed per run): tt TT-LoRA (`--tt_rank`,
+`--tt_alpha`) on `--modules` lora PEFT LoRA r=16 (`--lora_rank`, alpha = rank) on `--modules` moe dense MoE-LoRA, the
+library's defaults (8 experts of rank 4 on both FFN linears, dense gate) moe_top2 the same with top-2 gating moe_nobal
+the same without the load-balancing loss (coefficient 0) lora_budget PEFT LoRA on the FFN linears with (nearest) as
+many trainable parameters as `moe` (MiniLM: rank 36) lora_rank PEFT LoRA on the FFN linears of the same total rank as
+`moe` (E·r = 32) head the task head only (the floor) full full fine-tuning (the ceiling)
 """
 
 from __future__ import annotations
@@ -57,6 +52,35 @@ DEFAULT_LRS = {"tt": [2e-3, 5e-3, 1e-2], "lora": [5e-4, 1e-3, 2e-3], "moe": [5e-
                "moe_top2": [5e-4, 1e-3, 2e-3], "moe_nobal": [5e-4, 1e-3, 2e-3], "lora_budget": [5e-4, 1e-3, 2e-3],
                "lora_rank": [5e-4, 1e-3, 2e-3], "head": [1e-3, 3e-3, 1e-2], "full": [2e-5, 5e-5, 1e-4]}
 METRICS = ("accuracy", "f1", "macro_f1", "mcc")
+
+
+def next_lr(lr: float, up: bool) -> float:
+    """The neighbour of `lr` on the 1-2-5 ladder (1e-3 -> 2e-3 -> 5e-3 -> 1e-2); off the ladder, x2 or /2."""
+    exponent = math.floor(math.log10(lr) + 1e-9)
+    mantissa = round(lr / 10**exponent, 6)
+    ladder = {1.0: (0.5, 2.0), 2.0: (1.0, 5.0), 5.0: (2.0, 10.0)}
+    down, upper = ladder.get(mantissa, (mantissa / 2, mantissa * 2))
+    return float(f"{(upper if up else down) * 10**exponent:.6g}")
+
+
+def tune_lr(grid: list[float], dev_score, extend: int = 2) -> float:
+    """The learning rate of `grid` with the best `dev_score(lr)`; while the best is strictly at an edge of what
+    was tried, the next rate past that edge is tried too (at most `extend` per side), so a rate is never chosen
+    only because the grid stopped there. Ties keep the smaller rate."""
+    scores = {lr: dev_score(lr) for lr in sorted(grid)}
+    extra = {True: 0, False: 0}
+    while True:
+        tried = sorted(scores)
+        best = max(tried, key=lambda lr: (scores[lr], -lr))
+        others = [scores[lr] for lr in tried if lr != best]
+        if not others or scores[best] <= max(others) or best not in (tried[0], tried[-1]):
+            return best
+        up = best == tried[-1]
+        if extra[up] >= extend:
+            return best
+        extra[up] += 1
+        lr = next_lr(best, up)
+        scores[lr] = dev_score(lr)
 
 
 def build(method: str, args, label_names: list[str], pad_token_id):
@@ -266,6 +290,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--name", required=True, help="results file benchmarks/results/<name>.json and .md")
+    parser.add_argument("--extend_grid", type=int, default=2, metavar="N",
+                        help="while the best dev rate is at an edge of the grid, try the next one on the 1-2-5 ladder "
+                             "past it, at most N per side (0: the grid as given)")
     parser.add_argument("--resume", action="store_true", help="keep the rows of an earlier run with the same settings")
     args = parser.parse_args()
     grids = {m: DEFAULT_LRS[m] for m in args.methods}
@@ -292,7 +319,7 @@ def main() -> None:
     print(f"{args.task}: {len(splits['train'])} train, {len(splits['validation'])} dev, {len(splits['test'])} test "
           f"rows; labels {label_names}")
 
-    ignore = ("resume", "methods", "lrs", "grids", "seeds", "threads")
+    ignore = ("resume", "methods", "lrs", "grids", "seeds", "threads", "extend_grid")
     defaults = {k: parser.get_default(k) for k in vars(args)}
     rows = resumed_rows(args, ignore, defaults) if args.resume else []
 
@@ -308,8 +335,8 @@ def main() -> None:
 
     chosen = {}
     for method, lrs in grids.items():
-        sweep = [run(method, lr, args.seeds[0]) for lr in lrs]
-        chosen[method] = max(sweep, key=lambda r: r[f"dev_{args.metric}"])["lr"]
+        chosen[method] = tune_lr(lrs, lambda lr, m=method: run(m, lr, args.seeds[0])[f"dev_{args.metric}"],
+                                 args.extend_grid)
     for method in grids:
         for seed in args.seeds[1:]:
             run(method, chosen[method], seed)
