@@ -13,12 +13,18 @@ convergence": `--early_stopping P` evaluates dev every `--eval_steps` and stops 
 improvement (Trainer's `EarlyStoppingCallback`, at most `--max_epochs`), keeping the best checkpoint. Tasks come
 through `hf_ttmoe.training.load_data`: embedded, GLUE (`--glue_dir`), or task folders of user files (`--tasks_dir`,
 `../shared/data/tasks`). Rows are saved after every run (`--resume` continues a run), the tables go to
-`benchmarks/results/<name>.md`. Methods (`--methods`; parameter counts printed per run): tt TT-LoRA (`--tt_rank`,
-`--tt_alpha`) on `--modules` lora PEFT LoRA r=16 (`--lora_rank`, alpha = rank) on `--modules` moe dense MoE-LoRA, the
-library's defaults (8 experts of rank 4 on both FFN linears, dense gate) moe_top2 the same with top-2 gating moe_nobal
-the same without the load-balancing loss (coefficient 0) lora_budget PEFT LoRA on the FFN linears with (nearest) as
-many trainable parameters as `moe` (MiniLM: rank 36) lora_rank PEFT LoRA on the FFN linears of the same total rank as
-`moe` (E·r = 32) head the task head only (the floor) full full fine-tuning (the ceiling)
+`benchmarks/results/<name>.md`.
+
+Methods (`--methods`; parameter counts printed per run):
+    tt            TT-LoRA (`--tt_rank`, `--tt_alpha`) on `--modules`
+    lora          PEFT LoRA r=16 (`--lora_rank`, alpha = rank) on `--modules`
+    moe           dense MoE-LoRA, the library's defaults (8 experts of rank 4 on both FFN linears, dense gate)
+    moe_top2      the same with top-2 gating
+    moe_nobal     the same without the load-balancing loss (coefficient 0)
+    lora_budget   PEFT LoRA on the FFN linears with (nearest) as many trainable parameters as `moe` (MiniLM: rank 36)
+    lora_rank     PEFT LoRA on the FFN linears of the same total rank as `moe` (E·r = 32)
+    head          the task head only (the floor)
+    full          full fine-tuning (the ceiling)
 """
 
 from __future__ import annotations
