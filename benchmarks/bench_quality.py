@@ -49,6 +49,7 @@ from hf_ttmoe import (
 )
 from hf_ttmoe.adapter import HEAD_MODULE_NAMES
 from hf_ttmoe.architectures import default_targets, layer_linears, path_in_layer, target_names
+from hf_ttmoe.training import ADAPTER_RECIPE
 
 # Which linears "tt" and "lora" adapt (`--modules`): the architecture's query/value (TT-LoRA's default), or every
 # linear inside the transformer layers (BERT's pooler.dense, outside them, is left alone as TT-LoRA leaves it).
@@ -280,12 +281,13 @@ def main() -> None:
     parser.add_argument("--max_dev_samples", type=int, default=2000, help="validation rows (choose lr, stop early)")
     parser.add_argument("--max_test_samples", type=int)
     parser.add_argument("--max_length", type=int, default=128)
-    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--batch_size", type=int, default=ADAPTER_RECIPE["per_device_train_batch_size"])
     parser.add_argument("--epochs", type=float, default=1.0, help="fixed budget (without --early_stopping)")
     parser.add_argument("--early_stopping", type=int, default=0, help="patience in evaluations; 0 = fixed budget")
     parser.add_argument("--eval_steps", type=int, default=100)
     parser.add_argument("--max_epochs", type=float, default=10.0)
-    parser.add_argument("--warmup", type=float, default=0.06, help="warm-up steps, or a fraction of them below 1")
+    parser.add_argument("--warmup", type=float, default=ADAPTER_RECIPE["warmup_steps"],
+                        help="warm-up steps, or a fraction of them below 1")
     parser.add_argument("--weight_decay", type=float, default=0.0)
     parser.add_argument("--head_lr", type=float, help="learning rate of the task head (default: the method's lr)")
     parser.add_argument("--pooling", default="model", choices=["model", "mean"],

@@ -103,20 +103,23 @@ def test_router_and_evaluate_scripts(tmp_path):
 
 @pytest.mark.parametrize("command, arguments", [("train_expert", "ExpertArguments"),
                                                 ("train_moe_lora", "MoELoRAArguments")])
-def test_training_commands_default_to_an_adapters_learning_rate(command, arguments, tmp_path):
+def test_training_commands_default_to_an_adapters_recipe(command, arguments, tmp_path):
     import importlib
 
     from transformers import TrainingArguments
 
-    from hf_ttmoe.training import DataArguments, parse_arguments
+    from hf_ttmoe.training import ADAPTER_RECIPE, DataArguments, parse_arguments
 
     module = importlib.import_module(f"hf_ttmoe.commands.{command}")
     types = (getattr(module, arguments), DataArguments)
     *_, training = parse_arguments(types, ["--output_dir", str(tmp_path)], module.DEFAULT_LEARNING_RATE)
     assert training.learning_rate == module.DEFAULT_LEARNING_RATE
     assert module.DEFAULT_LEARNING_RATE >= 20 * TrainingArguments.learning_rate  # not full fine-tuning's 5e-5
-    *_, training = parse_arguments(types, ["--output_dir", str(tmp_path), "--learning_rate", "1e-4"], 1e-3)
-    assert training.learning_rate == 1e-4
+    recipe = (training.per_device_train_batch_size, training.warmup_steps)
+    assert recipe == (32, 0.06) == tuple(ADAPTER_RECIPE.values())
+    *_, training = parse_arguments(types, ["--output_dir", str(tmp_path), "--learning_rate", "1e-4",
+                                           "--per_device_train_batch_size", "4", "--warmup_steps", "10"], 1e-3)
+    assert (training.learning_rate, training.per_device_train_batch_size, training.warmup_steps) == (1e-4, 4, 10)
 
 
 def test_demo_shows_the_measured_baseline_only_for_its_settings(tmp_path):
