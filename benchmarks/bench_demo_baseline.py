@@ -5,7 +5,8 @@
 For each embedded task, `benchmarks.bench_quality` trains PEFT LoRA r=16 on query/value (with `--methods lora tt`,
 TT-LoRA r=5 on the same protocol too) on exactly the rows `scripts/demo.py` gives its experts: its training cap,
 epochs, max length, batch and test cap, read from `DemoArguments` so they cannot drift apart. Each method's learning
-rate is chosen on the task's validation rows (as many as the demo's test cap), never on test. The LoRA results are
+rate is chosen on the task's validation rows (as many as the demo's test cap), never on test, from its grid widened
+past an edge while the edge is best (bench_quality's `--extend_grid`). The LoRA results are
 written to `hf_ttmoe/commands/demo_baseline.json`, which ships with the package: the demo prints them beside its own
 experts when it runs with the settings they were measured at. The per-run tables go to
 `benchmarks/results/demo_baseline_<task>.{json,md}`.
@@ -62,15 +63,16 @@ def main(argv: list[str] | None = None) -> dict:
     demo = DemoArguments()
     if "lora" not in args.methods:
         parser.error("--methods must include lora: it is the baseline the demo shows")
-    per_task, tt = {}, {}
+    per_task, tt, tried = {}, {}, set()
     for task in EMBEDDED_TASKS:
         result = run_task(task, demo, args.methods, args.threads, args.resume)
         per_task[task] = chosen(result, "lora")
+        tried |= {r["lr"] for r in result["rows"] if r["method"] == "lora"}
         if "tt" in args.methods:
             tt[task] = chosen(result, "tt")
     baseline = {
         "method": "PEFT LoRA r=16 (alpha 16) on query/value, learning rate chosen on validation rows",
-        "lr_grid": [float(v) for v in GRIDS["lora"].split(",")],
+        "lr_grid": sorted(tried),  # GRIDS["lora"], widened past its edge where the edge was best (bench_quality)
         "settings": baseline_settings(demo),
         "command": "python -m benchmarks.bench_demo_baseline --threads 1",
         "per_task": per_task,

@@ -43,7 +43,8 @@ def compare(run: dict, a: str, b: str) -> dict:
     seeds = [r["seed"] for r in rows[a] if r["seed"] in {s["seed"] for s in rows[b]}]
     pick = {m: {r["seed"]: r for r in rows[m]} for m in (a, b)}
     diffs = [pick[a][s][f"test_{metric}"] - pick[b][s][f"test_{metric}"] for s in seeds]
-    out = {"task": run["args"]["task"], "metric": metric, "seeds": seeds,
+    base = run["args"].get("base_model", "—").split("/")[-1]
+    out = {"task": run["args"]["task"], "base": base, "metric": metric, "seeds": seeds,
            "complete": all(len(rows[m]) == len(run["args"]["seeds"]) for m in (a, b)), "diffs": diffs}
     for m in (a, b):
         values = [r[f"test_{metric}"] for r in rows[m]]
@@ -66,14 +67,14 @@ def pct(mean: float | None, std: float | None = None) -> str:
 
 def markdown(results: list[dict], a: str, b: str) -> str:
     lines = [f"`{a}` vs `{b}`, test, mean ± std over seeds (%); difference = {a} − {b}, paired by seed:", "",
-             f"| task | metric | {a} (lr) | {b} (lr) | difference | {a} accuracy | {b} accuracy | seeds |",
-             "|---|---|---:|---:|---:|---:|---:|---|"]
+             f"| task | base | metric | {a} (lr) | {b} (lr) | difference | {a} accuracy | {b} accuracy | seeds |",
+             "|---|---|---|---:|---:|---:|---:|---:|---|"]
     for r in results:
         diff = "—" if r["diff_mean"] is None else (f"{100 * r['diff_mean']:+.2f} ± {100 * r['diff_std']:.2f}"
                                                    + (" (ahead)" if r["diff_mean"] >= 0 else " (behind)"))
         seeds = ", ".join(map(str, r["seeds"])) + ("" if r["complete"] else " (unfinished)")
         cells = [pct(r[m]["mean"], r[m]["std"]) + ("" if r[m]["lr"] is None else f" ({r[m]['lr']:g})") for m in (a, b)]
-        lines.append(f"| {r['task']} | {METRIC_NAMES[r['metric']]} | {cells[0]} | {cells[1]} | "
+        lines.append(f"| {r['task']} | {r['base']} | {METRIC_NAMES[r['metric']]} | {cells[0]} | {cells[1]} | "
                      f"{diff} | {pct(r[a]['accuracy'])} | {pct(r[b]['accuracy'])} | {seeds} |")
     done = [r for r in results if r["complete"]]
     lines += ["", f"{a} ≥ {b} on {sum(r['diff_mean'] >= 0 for r in done)} of {len(done)} finished tasks."]
@@ -91,7 +92,7 @@ def plot(results: list[dict], a: str, b: str, path: Path) -> None:
     for k, (m, shift) in enumerate(((a, -0.2), (b, 0.2))):
         ax.bar([i + shift for i in x], [100 * (r[m]["mean"] or 0) for r in results], width=0.4, label=m,
                yerr=[100 * (r[m]["std"] or 0) for r in results], capsize=3, color=f"C{k}")
-    ax.set_xticks(list(x), [f"{r['task']}\n({METRIC_NAMES[r['metric']]})" for r in results])
+    ax.set_xticks(list(x), [f"{r['task']}\n{r['base']}\n({METRIC_NAMES[r['metric']]})" for r in results])
     ax.set_ylabel("test, % (mean ± std over seeds)")
     ax.legend()
     fig.tight_layout()

@@ -117,7 +117,8 @@ def test_summary_pairs_seeds_at_each_methods_chosen_rate(tmp_path):
     rows = [row("moe", 1e-3, 0, 0.5, 0.40), row("moe", 2e-3, 0, 0.6, 0.30), row("lora_budget", 1e-3, 0, 0.7, 0.35),
             row("moe", 2e-3, 1, 0, 0.50), row("lora_budget", 1e-3, 1, 0, 0.40),
             row("moe", 1e-3, 1, 0, 0.99)]  # a rate that was not chosen: never read
-    finished = {"args": {"task": "cola", "metric": "mcc", "seeds": [0, 1], "methods": ["moe", "lora_budget"]},
+    finished = {"args": {"task": "cola", "metric": "mcc", "seeds": [0, 1], "methods": ["moe", "lora_budget"],
+                         "base_model": "org/tiny-base"},
                 "rows": rows, "chosen_lr": {"moe": 2e-3, "lora_budget": 1e-3}}
     (tmp_path / "cola.json").write_text(json.dumps(finished))
     unfinished = {**finished, "rows": rows[:3]}
@@ -128,7 +129,7 @@ def test_summary_pairs_seeds_at_each_methods_chosen_rate(tmp_path):
     assert out[0]["moe"]["mean"] == pytest.approx(0.40) and out[0]["lora_budget"]["lr"] == 1e-3
     assert out[1]["seeds"] == [0] and not out[1]["complete"] and out[1]["moe"]["lr"] == 2e-3
     text = (tmp_path / "s.md").read_text()
-    assert "| cola | MCC | 40.00 ± 10.00 (0.002) | 37.50 ± 2.50 (0.001) | +2.50 ± 7.50 (ahead)" in text
+    assert "| cola | tiny-base | MCC | 40.00 ± 10.00 (0.002) | 37.50 ± 2.50 (0.001) | +2.50 ± 7.50 (ahead)" in text
     assert "0 (unfinished)" in text and "moe ≥ lora_budget on 1 of 1 finished tasks." in text
     assert (tmp_path / "s.png").stat().st_size > 0
     with pytest.raises(SystemExit, match="does not run"):
