@@ -57,22 +57,75 @@ def test_mixed_batch_rows_equal_their_single_expert(make_expert, base_kind, rout
     assert moe.rerun_prefix == (router_layer > 0)
 
 
-def test_router_features_match_the_base_hidden_state(make_expert, base_kind):
+def pair_types(batch, seed=0):
+    """token_type_ids of a random sentence pair per row: segment 1 from a random position on (row 1: none)."""
+    mask = batch["attention_mask"]
+    g = torch.Generator().manual_seed(seed)
+    types = torch.zeros_like(mask)
+    for row in range(mask.shape[0]):
+        if row != 1:
+            length = int(mask[row].sum())
+            types[row, int(torch.randint(1, length, (1,), generator=g)):length] = 1
+    return types
+
+
+@pytest.mark.parametrize("pooling", ["auto", "mean"])
+def test_router_features_match_the_base_hidden_state(make_expert, base_kind, pooling):
+    """Features = the base's own hidden state, pooled by hand: BERT "auto" is "segments" (each segment's mean side
+    by side, zeros for a row without a second segment), Llama's is its last real token."""
     paths = save_experts(make_expert, base_kind, num=2)
     batch = tiny_batch(pad_last=3)
+    if base_kind == "bert":
+        batch["token_type_ids"] = pair_types(batch)
     for layer in (0, 1):  # (HF's hidden_states[L] of Llama has the final norm applied; ours is the layer output)
-        moe = compose(paths, base_kind, router_layer=layer).eval()
+        moe = compose(paths, base_kind, router_layer=layer, pooling=pooling).eval()
         base = tiny_base(base_kind)
         with torch.no_grad():
             hidden = base(**batch, output_hidden_states=True).hidden_states[layer]  # (B, T, H), base without adapters
             feats = moe.router_features(**batch)
         mask = batch["attention_mask"].float()
-        if base_kind == "bert":
-            want = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
-        else:
+
+        def mean(weights):
+            return (hidden * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp_min(1)
+
+        if pooling == "mean":
+            want = mean(mask)
+        elif base_kind == "llama":
+            assert moe.pooling == moe.config.pooling == "last"
             last = mask.sum(1).long() - 1
             want = hidden[torch.arange(4), last]
+        else:
+            assert moe.pooling == moe.config.pooling == "segments"  # resolved, and saved so
+            second = mask * batch["token_type_ids"]
+            want = torch.cat([mean(mask - second), mean(second)], -1)
+            assert feats.shape == (4, 2 * hidden.shape[-1]) and not want[1, hidden.shape[-1]:].any()
         assert rel_err(feats, want) <= TOL
+        assert moe.router.router_net.in_features == feats.shape[1]
+
+
+def test_segment_pooling_needs_token_types(make_expert):
+    paths = save_experts(make_expert, "llama", num=2)
+    with pytest.raises(ValueError, match=r"pooling='segments'.*type_vocab_size=0.*'mean', 'last' or 'auto'"):
+        compose(paths, "llama", pooling="segments")
+    with pytest.raises(ValueError, match=r"pooling='max' is not one of"):
+        TTLoRAMoEConfig(pooling="max")
+
+
+def test_saved_router_keeps_its_pooling(make_expert, tmp_path):
+    """A router saved with segment pooling loads with it; a config without a pooling (saved before "segments"
+    existed) still means mean pooling on an encoder, and loads its H-wide router."""
+    paths = save_experts(make_expert, "bert", num=2)
+    batch = tiny_batch(pad_last=3)
+    batch["token_type_ids"] = pair_types(batch)
+    for pooling in ("auto", None):
+        moe = compose(paths, "bert", pooling=pooling).eval()
+        torch.nn.init.normal_(moe.router.router_net.weight)
+        moe.save_pretrained(tmp_path / str(pooling))
+        again = TTLoRAMoEModel.from_pretrained(tmp_path / str(pooling), base_model=tiny_base("bert", num_labels=5))
+        assert again.pooling == moe.pooling == ("segments" if pooling else "mean")
+        with torch.no_grad():
+            assert torch.equal(again(**batch).expert_index, moe(**batch).expert_index)
+            assert rel_err(again.router_features(**batch), moe.router_features(**batch)) <= TOL
 
 
 def test_compatibility_errors_name_the_expert(make_expert, tmp_path):
@@ -201,6 +254,7 @@ def test_training_on_cached_features_equals_training_through_the_model(make_expe
 
     paths = save_experts(make_expert, "bert", num=3)
     batch = tiny_batch(batch=6)
+    batch["token_type_ids"] = pair_types(batch)
     task_ids = torch.tensor([0, 1, 2, 0, 1, 2])
     models = [compose(paths, "bert", router_layer=1, noisy_gating=False, router_aux_loss_coef=0.1) for _ in range(2)]
     models[1].router.load_state_dict(models[0].router.state_dict())
@@ -210,7 +264,7 @@ def test_training_on_cached_features_equals_training_through_the_model(make_expe
     loss.backward()
     opt.step()
     features, ids = compute_router_features(models[1], [{**batch, "task_ids": task_ids}])
-    assert torch.equal(ids, task_ids) and features.shape == (6, 32)
+    assert torch.equal(ids, task_ids) and features.shape == (6, 64)  # two segments of 32
     history = train_router_on_features(models[1], features, ids, epochs=1, lr=1e-2, batch_size=6)
     assert history[0] == pytest.approx(loss.item(), rel=1e-6)
     for (n, a), b in zip(through.router.named_parameters(), models[1].router.parameters()):

@@ -30,6 +30,8 @@ class RouterArguments:
     tasks: list[str] | None = field(default=None, metadata={"help": "Task per expert (default: each expert's task)."})
     router_layer: int = field(default=0, metadata={"help": "Route on the state after layer k (0 = embeddings)."})
     router_type: str = field(default="linear", metadata={"help": "linear | mlp."})
+    pooling: str = field(default="auto", metadata={"help": "mean | last | segments (each input segment's mean, for "
+                                                   "encoders with token types) | auto (segments where possible)."})
     noisy_gating: bool = field(default=True, metadata={"help": "Shazeer noisy top-1 gating in training."})
     router_aux_loss_coef: float = field(default=0.0, metadata={"help": "Load-balancing loss weight."})
     max_per_task: int | None = field(default=500, metadata={"help": "Training rows per task."})
@@ -63,7 +65,8 @@ def main(argv: list[str] | None = None) -> TTLoRAMoEModel:
     parser = HfArgumentParser((RouterArguments, TrainingArguments))
     args, training_args = parser.parse_args_into_dataclasses(args=argv)
     moe = TTLoRAMoEModel.from_experts(args.experts, router_layer=args.router_layer, router_type=args.router_type,
-                                      noisy_gating=args.noisy_gating, router_aux_loss_coef=args.router_aux_loss_coef)
+                                      pooling=args.pooling, noisy_gating=args.noisy_gating,
+                                      router_aux_loss_coef=args.router_aux_loss_coef)
     if args.tasks:
         if len(args.tasks) != len(args.experts):
             raise ValueError(f"--tasks has {len(args.tasks)} names for {len(args.experts)} experts.")

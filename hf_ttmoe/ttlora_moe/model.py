@@ -57,6 +57,24 @@ class TTLoRAMoEOutput(ModelOutput):
     predictions: torch.Tensor | None = None
 
 
+def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """`(B, T, H)`, `(B, T)` weights -> `(B, H)`: the mean over weighted tokens, zeros where a row has none."""
+    return (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
+
+
+def resolve_pooling(config: TTLoRAMoEConfig, base_config, encoder: bool) -> str:
+    """The router's pooling: `config.pooling`, with "auto" resolved (and written back to the config, so a saved router
+    keeps it) and "segments" refused on a base without token types."""
+    types = getattr(base_config, "type_vocab_size", None) or 0
+    by_architecture = "mean" if encoder else "last"
+    if config.pooling == "auto":
+        config.pooling = "segments" if types >= 2 else by_architecture
+    if config.pooling == "segments" and types < 2:
+        raise ValueError(f"pooling='segments' pools each input segment (token_type_ids 0 and 1) on its own, but the "
+                         f"base model has type_vocab_size={types}: use 'mean', 'last' or 'auto'.")
+    return config.pooling or by_architecture
+
+
 class TTLoRAMoEModel(SavedModel):
     """Frozen TT-LoRA experts on one base model, with a trainable top-1 router (parameters prefixed `router_`).
 
@@ -111,8 +129,9 @@ class TTLoRAMoEModel(SavedModel):
                              f"{self.num_hidden_layers} layers (valid: 0..{self.num_hidden_layers}).")
         self._attach(experts)
         self._given_away = False  # set when add_expert / remove_expert hand the base to a new model
-        self.pooling = config.pooling or ("mean" if is_encoder(first.base_model_signature["model_type"]) else "last")
-        self.router = Router(base_model.config.hidden_size, len(experts), config.router_type,
+        self.pooling = resolve_pooling(config, base_model.config, is_encoder(first.base_model_signature["model_type"]))
+        features = base_model.config.hidden_size * (2 if self.pooling == "segments" else 1)
+        self.router = Router(features, len(experts), config.router_type,
                              hidden_size=config.router_hidden_size, noisy_gating=config.noisy_gating)
         adapted = [layer_index(n) for n, _ in self.mixed_layers()]
         # layers below router_layer that experts adapt must run again with the experts after routing
@@ -177,11 +196,15 @@ class TTLoRAMoEModel(SavedModel):
 
     # ----- routing -----
 
-    def _pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """`(B, T, H)` -> `(B, H)`: mean over non-padding tokens, or the last non-padding token."""
+    def _pool(self, hidden: torch.Tensor, mask: torch.Tensor, token_types: torch.Tensor | None) -> torch.Tensor:
+        """`(B, T, H)` -> `(B, H)`: mean over non-padding tokens, or the last non-padding token; "segments": `(B, 2H)`,
+        the mean over each segment's non-padding tokens (zeros for a segment a row lacks)."""
         mask = mask.to(hidden.dtype)
+        if self.pooling == "segments":
+            second = mask * (token_types == 1).to(hidden.dtype) if token_types is not None else torch.zeros_like(mask)
+            return torch.cat([masked_mean(hidden, mask - second), masked_mean(hidden, second)], -1)
         if self.pooling == "mean":
-            return (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)  # (B, H)
+            return masked_mean(hidden, mask)
         last = (mask * torch.arange(mask.shape[1], device=mask.device)).argmax(1)  # (B,) last real position
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
@@ -190,7 +213,7 @@ class TTLoRAMoEModel(SavedModel):
         if not state.get("active"):
             return
         hidden = output[0] if isinstance(output, tuple) else output
-        features = self._pool(hidden, state["mask"])
+        features = self._pool(hidden, state["mask"], state["token_types"])
         state["features"] = features
         state["active"] = False
         if state.get("stop"):
@@ -200,7 +223,8 @@ class TTLoRAMoEModel(SavedModel):
             self._set_experts(state["router_logits"].argmax(-1))
 
     def _run(self, inputs: dict, mask: torch.Tensor, *, stop: bool = False, fixed: bool = False):
-        self._routing = {"active": True, "mask": mask, "stop": stop, "fixed": fixed}
+        self._routing = {"active": True, "mask": mask, "token_types": inputs.get("token_type_ids"), "stop": stop,
+                         "fixed": fixed}
         try:
             return self.model(**inputs)
         except _StopForward:
@@ -294,8 +318,10 @@ class TTLoRAMoEModel(SavedModel):
 
     @classmethod
     def from_experts(cls, experts: list[str | dict], base_model: PreTrainedModel | None = None, **config_kwargs):
-        """Compose saved TT-LoRA experts (directories or Hub ids) under a new, untrained router."""
+        """Compose saved TT-LoRA experts (directories or Hub ids) under a new, untrained router (`pooling` "auto"
+        unless given: each segment pooled on its own where the base has token types)."""
         entries = [e if isinstance(e, dict) else {"repo_id": str(e)} for e in experts]
+        config_kwargs.setdefault("pooling", "auto")
         return cls(TTLoRAMoEConfig(experts=entries, **config_kwargs), base_model=base_model)
 
     def is_saved_key(self, key: str) -> bool:
