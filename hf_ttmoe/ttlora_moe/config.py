@@ -21,7 +21,7 @@ class TTLoRAMoEConfig(PreTrainedConfig):
         router_type: "linear" or "mlp" (2 layers, `router_hidden_size` units).
         pooling: "mean" over non-padding tokens; "last" non-padding token; "segments": the mean of each input
             segment (`token_type_ids` 0 and 1) side by side, `2 H` features, for encoders with token types (it tells
-            sentence-pair tasks apart better: router accuracy 95.0% vs 92.7% over the paper's six tasks); "auto"
+            sentence-pair tasks apart better: router accuracy 95.0% vs 92.5% over the paper's six tasks); "auto"
             (what `from_experts` uses) = "segments" where the base has token types, else by architecture, resolved
             when composing; `None` = by architecture: mean for encoders, last for decoders.
         noisy_gating: Shazeer et al. (2017) noisy top-1 gating in training; inference is always deterministic.
