@@ -26,16 +26,13 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from hf_ttmoe.adapter import resolve_base_model
+from hf_ttmoe.ttlora_moe.model import masked_mean
 
 from .rows import load_capped
 from .settings import ALL_TASKS, PAPER_TASKS, Settings
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "multitask"
 POOLINGS = ("mean", "segments", "mean+max", "segments+lengths", "segments+diff+prod")
-
-
-def masked_mean(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    return (hidden * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp_min(1)
 
 
 @torch.no_grad()
