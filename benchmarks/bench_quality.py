@@ -38,6 +38,7 @@ import time
 import torch
 
 from benchmarks.common import RESULTS, mean_std, resumed_rows, save
+from benchmarks.lr_grid import tune_lr
 from hf_ttmoe import (
     DEFAULT_BASE_MODEL,
     DenseMoELoRAConfig,
@@ -59,35 +60,6 @@ DEFAULT_LRS = {"tt": [2e-3, 5e-3, 1e-2], "lora": [5e-4, 1e-3, 2e-3], "moe": [5e-
                "moe_top2": [5e-4, 1e-3, 2e-3], "moe_nobal": [5e-4, 1e-3, 2e-3], "lora_budget": [5e-4, 1e-3, 2e-3],
                "lora_rank": [5e-4, 1e-3, 2e-3], "head": [1e-3, 3e-3, 1e-2], "full": [2e-5, 5e-5, 1e-4]}
 METRICS = ("accuracy", "f1", "macro_f1", "mcc")
-
-
-def next_lr(lr: float, up: bool) -> float:
-    """The neighbour of `lr` on the 1-2-5 ladder (1e-3 -> 2e-3 -> 5e-3 -> 1e-2); off the ladder, x2 or /2."""
-    exponent = math.floor(math.log10(lr) + 1e-9)
-    mantissa = round(lr / 10**exponent, 6)
-    ladder = {1.0: (0.5, 2.0), 2.0: (1.0, 5.0), 5.0: (2.0, 10.0)}
-    down, upper = ladder.get(mantissa, (mantissa / 2, mantissa * 2))
-    return float(f"{(upper if up else down) * 10**exponent:.6g}")
-
-
-def tune_lr(grid: list[float], dev_score, extend: int = 2) -> float:
-    """The learning rate of `grid` with the best `dev_score(lr)`; while the best is strictly at an edge of what
-    was tried, the next rate past that edge is tried too (at most `extend` per side), so a rate is never chosen
-    only because the grid stopped there. Ties keep the smaller rate."""
-    scores = {lr: dev_score(lr) for lr in sorted(grid)}
-    extra = {True: 0, False: 0}
-    while True:
-        tried = sorted(scores)
-        best = max(tried, key=lambda lr: (scores[lr], -lr))
-        others = [scores[lr] for lr in tried if lr != best]
-        if not others or scores[best] <= max(others) or best not in (tried[0], tried[-1]):
-            return best
-        up = best == tried[-1]
-        if extra[up] >= extend:
-            return best
-        extra[up] += 1
-        lr = next_lr(best, up)
-        scores[lr] = dev_score(lr)
 
 
 def build(method: str, args, label_names: list[str], pad_token_id):

@@ -8,7 +8,7 @@ import argparse
 import numpy as np
 import pytest
 
-from benchmarks.bench_quality import DEFAULT_LRS, adapter_parameters, build, next_lr, tune_lr
+from benchmarks.bench_quality import DEFAULT_LRS, adapter_parameters, build
 from hf_ttmoe import DEFAULT_BASE_MODEL
 from hf_ttmoe.training import compute_metrics
 
@@ -134,33 +134,3 @@ def test_summary_pairs_seeds_at_each_methods_chosen_rate(tmp_path):
     assert (tmp_path / "s.png").stat().st_size > 0
     with pytest.raises(SystemExit, match="does not run"):
         quality_summary.main(["--pair", "moe", "tt", "--runs", "cola", "--name", "s"], tmp_path)
-
-
-def test_next_lr_walks_the_1_2_5_ladder():
-    assert [next_lr(x, up=True) for x in (5e-4, 1e-3, 2e-3, 5e-3)] == [1e-3, 2e-3, 5e-3, 1e-2]
-    assert [next_lr(x, up=False) for x in (1e-3, 2e-3, 5e-3, 1e-2)] == [5e-4, 1e-3, 2e-3, 5e-3]
-    assert next_lr(3e-3, up=True) == 6e-3 and next_lr(3e-3, up=False) == 1.5e-3
-
-
-@pytest.mark.parametrize("peak, expected_tried, chosen", [
-    (1e-3, [5e-4, 1e-3, 2e-3], 1e-3),                   # inside the grid: nothing added
-    (5e-3, [5e-4, 1e-3, 2e-3, 5e-3, 1e-2], 5e-3),       # best at the top: widened until it is inside
-    (1e-1, [5e-4, 1e-3, 2e-3, 5e-3, 1e-2], 1e-2),       # still rising: at most `extend` more, the best of them
-    (1e-4, [1e-4, 2e-4, 5e-4, 1e-3, 2e-3], 1e-4),       # the same at the bottom
-])
-def test_tune_lr_widens_the_grid_while_its_edge_is_best(peak, expected_tried, chosen):
-    tried = []
-
-    def dev_score(lr):  # unimodal in log(lr), best at `peak`
-        tried.append(lr)
-        return -abs(np.log(lr / peak))
-
-    assert tune_lr([5e-4, 1e-3, 2e-3], dev_score, extend=2) == pytest.approx(chosen)
-    assert sorted(tried) == pytest.approx(expected_tried)
-    assert len(set(tried)) == len(tried), "no rate is trained twice"
-
-
-def test_tune_lr_keeps_the_grid_on_ties_and_without_widening():
-    flat = []
-    assert tune_lr([1e-3, 2e-3], lambda lr: flat.append(lr) or 0.5) == 1e-3 and flat == [1e-3, 2e-3]
-    assert tune_lr([1e-3, 2e-3], lambda lr: lr, extend=0) == 2e-3

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.lr_grid import choose_lr
 from benchmarks.multitask import __main__ as cli
 from benchmarks.multitask.adapterfusion import WORKER, job
 from benchmarks.multitask.heads import TaskHeads, score
-from benchmarks.multitask.lr_grid import choose_lr, tune
 from benchmarks.multitask.report import write_report
 from benchmarks.multitask.rows import export_rows, read_labels, read_rows, timing_rows
 from benchmarks.multitask.run import Run, write_json
@@ -142,52 +142,8 @@ def test_adapterfusion_job_and_worker_isolation(pool, tmp_path):
 
     assert imports(WORKER) <= {"__future__", "importlib", "json", "math", "statistics", "sys", "time", "pathlib",
                                "torch", "sklearn", "transformers", "adapters"}, imports(WORKER)
-    assert imports(WORKER.with_name("lr_grid.py")) == {"__future__"}  # the worker loads it by path, in its own env
-
-
-def test_grid_reuses_finished_pieces_and_trains_the_rest(tmp_path):
-    """`tune`: a rate whose folder is complete is read, not trained again; the others are trained into their own
-    folders; the choice is made on the records' validation accuracy."""
-    accuracy = {5e-3: 0.6, 1e-2: 0.8, 2e-2: 0.7}
-    trained = []
-
-    def folder(task, lr):
-        return tmp_path / task / f"lr{lr:g}"
-
-    def train(task, lr, out):
-        trained.append((task, lr))
-        out.mkdir(parents=True)
-        (out / "record.json").write_text(json.dumps({"validation_accuracy": accuracy[lr], "train_s": 1.0}))
-
-    def complete(out):
-        return (out / "record.json").exists()
-
-    def read(out):
-        return json.loads((out / "record.json").read_text())
-
-    train("sst2", 1e-2, folder("sst2", 1e-2))  # finished by an earlier run
-    trained.clear()
-    choice, records = tune("sst2", [5e-3, 1e-2, 2e-2], folder, complete, train, read)
-    assert trained == [("sst2", 5e-3), ("sst2", 2e-2)]
-    assert choice["chosen"] == 1e-2 and not choice["at_edge"]
-    assert {lr: r["validation_accuracy"] for lr, r in records.items()} == accuracy
-    assert tune("sst2", [5e-3, 1e-2, 2e-2], folder, complete, train, read)[0] == choice and len(trained) == 2
-
-
-def test_learning_rate_chosen_on_validation():
-    choice = choose_lr({1e-2: 0.70, 5e-3: 0.74, 2e-2: 0.74})
-    assert choice == {"lrs": [5e-3, 1e-2, 2e-2], "validation_accuracy": [0.74, 0.70, 0.74], "chosen": 5e-3,
-                      "at_edge": True}  # the lowest of equals
-    assert choose_lr({1e-2: 0.8, 5e-3: 0.7, 2e-2: 0.6}) == {"lrs": [5e-3, 1e-2, 2e-2],
-                                                            "validation_accuracy": [0.7, 0.8, 0.6],
-                                                            "chosen": 1e-2, "at_edge": False}
-    assert choose_lr({1e-3: 0.5})["at_edge"] is False  # a single rate is not a grid
-    with pytest.raises(ValueError, match="empty"):
-        choose_lr({})
-    with pytest.raises(ValueError, match=r"tt_lrs=\[0.01, 0.01\]"):
-        Settings(tt_lrs=[1e-2, 1e-2])
-    with pytest.raises(ValueError, match="lora_lrs"):
-        Settings(lora_lrs=[])
+    lr_grid = WORKER.parents[1] / "lr_grid.py"  # the worker loads it by path, in its own env: the stdlib only
+    assert imports(lr_grid) <= {"__future__", "math"}, imports(lr_grid)
 
 
 def fixture_method(accs: list[float], stored: int, task_given: bool, **extra) -> dict:

@@ -85,7 +85,7 @@ def test_router_features_match_the_base_hidden_state(make_expert, base_kind, poo
             feats = moe.router_features(**batch)
         mask = batch["attention_mask"].float()
 
-        def mean(weights):
+        def mean(weights, hidden=hidden):
             return (hidden * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp_min(1)
 
         if pooling == "mean":

@@ -35,7 +35,8 @@ def job(run: Run, seed: int, rows_dir: Path) -> dict:
     return {"base": resolve_base_model(s.base_model)[0], "rows_dir": str(rows_dir), "tasks": s.tasks,
             "adapters_dir": str(run.experts_root / "adapterfusion" / key), "seed": seed,
             "max_length": s.max_length, "batch_size": s.batch_size, "epochs": s.epochs,
-            "adapter_lrs": s.af_adapter_lrs, "fusion_lr": s.af_fusion_lr, "threads": torch.get_num_threads(),
+            "adapter_lrs": s.af_adapter_lrs, "extend_grid": s.extend_grid, "fusion_lr": s.af_fusion_lr,
+            "threads": torch.get_num_threads(),
             "timing": {"rows": timing_rows(rows_dir, s.tasks, s.timing_rows, seed=0), "reps": s.timing_reps},
             "out": str(run.work / f"seed{seed}" / "adapterfusion.json")}
 

@@ -31,9 +31,9 @@ from sklearn.metrics import accuracy_score, f1_score
 
 ADAPTER_CONFIG = "seq_bn"
 TRAINING_FILE = "training.json"
-# The learning-rate choice every method shares: a plain module beside this file, loaded by path (the worker runs in
+# The learning-rate choice every method shares: a plain module of the benchmarks, loaded by path (the worker runs in
 # its own environment, outside the project's packages).
-_spec = importlib.util.spec_from_file_location("lr_grid", Path(__file__).with_name("lr_grid.py"))
+_spec = importlib.util.spec_from_file_location("lr_grid", Path(__file__).parents[1] / "lr_grid.py")
 lr_grid = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(lr_grid)
 
@@ -189,7 +189,8 @@ def main(job_path: str) -> None:
     choices = {}
     for i, task in enumerate(tasks):  # stage 1: a bottleneck adapter + head per task and rate, cached across runs
         print(f"  adapter {task} ({i + 1}/{len(tasks)})", flush=True)
-        choices[task], records = lr_grid.tune(task, job["adapter_lrs"], folder, complete, train_and_save, read)
+        choices[task], records = lr_grid.tune(task, job["adapter_lrs"], folder, complete, train_and_save, read,
+                                                 job["extend_grid"])
         training["adapters"].update({f"{task}@{lr:g}": info for lr, info in records.items()})
         model.load_adapter(str(folder(task, choices[task]["chosen"])), load_as=task, with_head=True)
 

@@ -22,9 +22,9 @@ from transformers import DataCollatorWithPadding
 
 from hf_ttmoe import TTLoRAConfig, load_base_model, load_tokenizer
 
+from ..lr_grid import tune
 from .fit import fit
 from .heads import TaskHeads, predict_rows, score
-from .lr_grid import tune
 from .params import stored_parameters, trainable_parameters
 from .rows import encode, mixed, read_labels, read_rows
 from .run import Run
@@ -94,7 +94,7 @@ def train_experts(run: Run, seed: int, rows_dir: Path, tokenizer) -> tuple[dict[
     experts, choices, train_s = {}, {}, 0.0
     for i, task in enumerate(s.tasks):
         print(f"  LoRA expert {task} ({i + 1}/{len(s.tasks)})", flush=True)
-        choices[task], records = tune(task, s.lora_lrs, folder, complete, train, read)
+        choices[task], records = tune(task, s.lora_lrs, folder, complete, train, read, s.extend_grid)
         experts[task] = folder(task, choices[task]["chosen"])
         train_s += sum(r["train_s"] for r in records.values())
     return experts, choices, train_s

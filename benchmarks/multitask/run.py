@@ -21,6 +21,8 @@ from hf_ttmoe.io import atomic_write
 from .settings import RESULTS_ROOT, WORK_ROOT, Settings
 
 SETTINGS_FILE = "settings.json"
+# Settings added after runs were saved without them, and the value those runs were made with.
+SETTINGS_BEFORE = {"extend_grid": 0}
 
 
 def write_json(path: Path, payload) -> None:
@@ -52,7 +54,7 @@ class Run:
         path = self.results / SETTINGS_FILE
         now = self.settings.to_dict()
         if path.exists():
-            earlier = json.loads(path.read_text())
+            earlier = {**SETTINGS_BEFORE, **json.loads(path.read_text())}
             if earlier != now:
                 diff = {k: (earlier.get(k), now.get(k)) for k in sorted(set(earlier) | set(now))
                         if earlier.get(k) != now.get(k)}

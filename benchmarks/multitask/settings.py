@@ -47,6 +47,9 @@ class Settings:
     tt_lrs: list[float] = field(default_factory=lambda: [5e-3, 1e-2, 2e-2])
     lora_lrs: list[float] = field(default_factory=lambda: [2e-3, 5e-3, 1e-2])
     af_adapter_lrs: list[float] = field(default_factory=lambda: [1e-3, 3e-3, 1e-2])
+    # While a grid's end is strictly best, the next rate past it is tried too, at most this many per side
+    # (benchmarks/lr_grid.py, as bench_quality does); 0 keeps the grids as given (runs made before stop 23).
+    extend_grid: int = 2
     # Composition pieces trained once over the pool, at one rate each.
     mtl_lr: float = 2e-3
     xlora_lr: float = 1e-3
@@ -69,6 +72,8 @@ class Settings:
         for name in ("max_train", "max_eval", "batch_size", "max_length", "timing_rows", "timing_reps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be positive")
+        if self.extend_grid < 0:
+            raise ValueError(f"extend_grid={self.extend_grid} must be >= 0 (0: the grids as given)")
         for name in ("tt_lrs", "lora_lrs", "af_adapter_lrs"):
             lrs = getattr(self, name)
             if not lrs or any(lr <= 0 for lr in lrs) or len(set(lrs)) != len(lrs):

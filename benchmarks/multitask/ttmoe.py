@@ -10,7 +10,7 @@ from pathlib import Path
 from hf_ttmoe.commands import evaluate, train_expert, train_router
 from hf_ttmoe.io import WEIGHTS_NAME
 
-from .lr_grid import tune
+from ..lr_grid import tune
 from .params import stored_parameters
 from .run import Run
 
@@ -57,7 +57,7 @@ def train_experts(run: Run, seed: int) -> tuple[dict[str, Path], dict[str, dict]
     experts, choices, train_s = {}, {}, 0.0
     for i, task in enumerate(s.tasks):
         print(f"  TT-LoRA expert {task} ({i + 1}/{len(s.tasks)})", flush=True)
-        choices[task], records = tune(task, s.tt_lrs, folder, complete, train, read_record)
+        choices[task], records = tune(task, s.tt_lrs, folder, complete, train, read_record, s.extend_grid)
         experts[task] = folder(task, choices[task]["chosen"])
         train_s += sum(r["train_s"] for r in records.values())
     return experts, choices, train_s
