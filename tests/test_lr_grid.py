@@ -45,26 +45,12 @@ def test_grid_reuses_finished_pieces_and_trains_the_rest(tmp_path):
     """`tune`: a rate whose folder is complete is read, not trained again; the others are trained into their own
     folders; the choice is made on the records' validation accuracy."""
     accuracy = {5e-3: 0.6, 1e-2: 0.8, 2e-2: 0.7}
-    trained = []
-
-    def folder(task, lr):
-        return tmp_path / task / f"lr{lr:g}"
-
-    def train(task, lr, out):
-        trained.append((task, lr))
-        out.mkdir(parents=True)
-        (out / "record.json").write_text(json.dumps({"validation_accuracy": accuracy[lr], "train_s": 1.0}))
-
-    def complete(out):
-        return (out / "record.json").exists()
-
-    def read(out):
-        return json.loads((out / "record.json").read_text())
+    (folder, complete, train, read), trained = pieces(tmp_path, accuracy)
 
     train("sst2", 1e-2, folder("sst2", 1e-2))  # finished by an earlier run
     trained.clear()
     choice, records = tune("sst2", [5e-3, 1e-2, 2e-2], folder, complete, train, read)
-    assert trained == [("sst2", 5e-3), ("sst2", 2e-2)]
+    assert trained == [5e-3, 2e-2]
     assert choice["chosen"] == 1e-2 and not choice["at_edge"]
     assert {lr: r["validation_accuracy"] for lr, r in records.items()} == accuracy
     assert tune("sst2", [5e-3, 1e-2, 2e-2], folder, complete, train, read)[0] == choice and len(trained) == 2
