@@ -50,7 +50,8 @@ def test_grid_reuses_finished_pieces_and_trains_the_rest(tmp_path):
     train("sst2", 1e-2, folder("sst2", 1e-2))  # finished by an earlier run
     trained.clear()
     choice, records = tune("sst2", [5e-3, 1e-2, 2e-2], folder, complete, train, read)
-    assert trained == [5e-3, 2e-2]
+    assert trained == [5e-3, 2e-2]  # and, by the folder check in `pieces`, each for the task asked
+    assert sorted(p.name for p in (tmp_path / "sst2").iterdir()) == ["lr0.005", "lr0.01", "lr0.02"]
     assert choice["chosen"] == 1e-2 and not choice["at_edge"]
     assert {lr: r["validation_accuracy"] for lr, r in records.items()} == accuracy
     assert tune("sst2", [5e-3, 1e-2, 2e-2], folder, complete, train, read)[0] == choice and len(trained) == 2
@@ -88,6 +89,7 @@ def pieces(tmp_path, accuracy):
         return tmp_path / task / f"lr{lr:g}"
 
     def train(task, lr, out):
+        assert out == folder(task, lr), "each piece trains into its own task's folder"
         trained.append(lr)
         out.mkdir(parents=True)
         (out / "record.json").write_text(json.dumps({"validation_accuracy": accuracy[lr], "train_s": 1.0}))
