@@ -60,6 +60,7 @@ DEFAULT_LRS = {"tt": [2e-3, 5e-3, 1e-2], "lora": [5e-4, 1e-3, 2e-3], "moe": [5e-
                "moe_top2": [5e-4, 1e-3, 2e-3], "moe_nobal": [5e-4, 1e-3, 2e-3], "lora_budget": [5e-4, 1e-3, 2e-3],
                "lora_rank": [5e-4, 1e-3, 2e-3], "head": [1e-3, 3e-3, 1e-2], "full": [2e-5, 5e-5, 1e-4]}
 METRICS = ("accuracy", "f1", "macro_f1", "mcc")
+TT_INITS = {"zero": "gaussian", "orthogonal": "orthogonal"}  # --tt_init: TTLoRAConfig.init
 
 
 def build(method: str, args, label_names: list[str], pad_token_id):
@@ -75,6 +76,7 @@ def build(method: str, args, label_names: list[str], pad_token_id):
     model_type = base.config.model_type
     if method == "tt":
         return TTLoRAModel(TTLoRAConfig(tt_rank=args.tt_rank, alpha=args.tt_alpha, tt_shapes=args.tt_shapes,
+                                        init=TT_INITS.get(args.tt_init, "gaussian"),
                                         target_modules=module_set(base, args.modules), **common), base), []
     moe_config = DenseMoELoRAConfig(num_experts_per_tok=2 if method == "moe_top2" else None,
                                     router_aux_loss_coef=0.0 if method == "moe_nobal" else 0.05, **common)
@@ -242,9 +244,9 @@ def main() -> None:
     parser.add_argument("--tt_rank", type=int, default=5)
     parser.add_argument("--lora_rank", type=int, default=16, help="rank of the lora method (alpha = rank)")
     parser.add_argument("--tt_alpha", type=float, default=16.0)
-    parser.add_argument("--tt_init", default="zero", choices=["zero", "svd_of_random"],
-                        help="zero: ΔW = 0 at step 0 (ours); svd_of_random: the published code's TT-SVD of a random "
-                        "matrix")
+    parser.add_argument("--tt_init", default="zero", choices=[*TT_INITS, "svd_of_random"],
+                        help="ΔW = 0 at step 0 with Gaussian (zero) or orthogonal cores (TTLoRAConfig.init);"
+                        " svd_of_random: the published code's TT-SVD of a random matrix")
     parser.add_argument("--tt_shapes", type=json.loads, help='TT layout per module, JSON as TTLoRAConfig.tt_shapes, '
                         'e.g. {"query": [[16, 24], [24, 16]], "value": [[16, 24], [24, 16]]} (default: automatic)')
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

@@ -28,6 +28,7 @@ __all__ = [
     "fit_tt_ranks",
     "tt_num_params",
     "init_tt_cores",
+    "INIT_METHODS",
     "split_index",
     "tt_factors",
     "tt_factors_t",
@@ -184,6 +185,9 @@ def tt_num_params(modes: Sequence[int], ranks: Sequence[int]) -> int:
     return sum(ranks[j] * n * ranks[j + 1] for j, n in enumerate(modes))
 
 
+INIT_METHODS = ("gaussian", "orthogonal")
+
+
 def init_tt_cores(
     in_modes: Sequence[int],
     out_modes: Sequence[int],
@@ -191,30 +195,51 @@ def init_tt_cores(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
+    method: str = "gaussian",
 ) -> list[torch.Tensor]:
     """Cores for which ΔW = 0 exactly while every core still learns.
 
     The last output core is zero, so ΔW = U·V = 0 (U contains it as a factor). It is the LoRA `B = 0` trick: the zero
     core gets a non-zero gradient at step 0 (the other cores are not zero), and once it moves, gradients reach all
-    cores. The other cores are Gaussian, scaled so that `V` has the std of LoRA's `A` (kaiming-uniform with a=√5, i.e.
-    1/√(3·in)) and the partial contraction of the output cores has unit-variance entries: the variance of a chained
-    contraction is the product of the core variances times the inner ranks summed over, so core `j` gets variance
-    `target^(2/m) / r_{j-1}`.
+    cores. The others are scaled so that `V` has the std of LoRA's `A` (kaiming-uniform with a=√5, i.e. 1/√(3·in))
+    and the partial contraction `P` of the output cores before the zero one has entries of variance `1 / r_m`.
+
+    `method` says how the non-zero cores are drawn:
+        "gaussian": i.i.d. Gaussian; the variance of a chained contraction is the product of the core variances times
+            the inner ranks summed over, so core `j` gets variance `target^(2/m) / r_{j-1}` (1 / r_{j-1} for the
+            output cores). The chain's singular values spread (V's over ~5x at MiniLM's layout).
+        "orthogonal": each core, unfolded to `(r_{j-1}·n_j, r_j)`, has orthonormal columns (QR of a Gaussian), so the
+            chains `V` and `P` are exact isometries up to a scale, shared equally by their cores: every direction
+            of ΔW starts at the same gain (the deep-linear-network argument for orthogonal init). Measured against
+            "gaussian" in benchmarks/README.md ("Orthogonal cores"): no better.
     """
+    if method not in INIT_METHODS:
+        raise ValueError(f"init method {method!r} is not one of {INIT_METHODS}.")
     m, modes = len(in_modes), [*in_modes, *out_modes]
-    target_var = (1.0 / (3 * math.prod(in_modes))) ** (1.0 / m)
-    cores = []
-    for j, n in enumerate(modes):
-        shape = (ranks[j], n, ranks[j + 1])
-        if j == len(modes) - 1:
-            cores.append(torch.zeros(shape, device=device, dtype=dtype))
-            continue
-        std = math.sqrt((target_var if j < m else 1.0) / ranks[j])
-        if torch.device(device or "cpu").type == "meta":
-            cores.append(torch.empty(shape, device=device, dtype=dtype))
-        else:
-            cores.append(torch.randn(shape, generator=generator, dtype=dtype).mul_(std).to(device))
-    return cores
+    shapes = [(ranks[j], n, ranks[j + 1]) for j, n in enumerate(modes)]
+    if torch.device(device or "cpu").type == "meta":
+        return [torch.empty(shape, device=device, dtype=dtype) for shape in shapes]
+    if method == "gaussian":
+        target_var = (1.0 / (3 * math.prod(in_modes))) ** (1.0 / m)
+        cores = [torch.randn(shape, generator=generator, dtype=dtype).mul_(math.sqrt((target_var if j < m else 1.0)
+                                                                                    / shape[0]))
+                 for j, shape in enumerate(shapes[:-1])]
+    else:
+        # The gains give V and P the squared Frobenius norms of the Gaussian draw: V: (r_m, in) with orthonormal
+        # rows has singular values 1, LoRA's A ~ √(in / (3·in)) = 1/√3; P: (r_m·o_1…o_{k-1}, r_{N-1}) has entries of
+        # variance 1/r_m from the Gaussian draw (its first core's), i.e. a squared norm of r_{N-1}·o_1…o_{k-1}.
+        k = len(modes) - 1 - m  # non-zero output cores
+        gains = [(1 / 3) ** (1 / (2 * m))] * m + [math.prod(out_modes[:-1]) ** (1 / (2 * k)) if k else 1.0] * k
+        cores = [(_orthonormal_columns(r * n, s, generator) * gain).reshape(r, n, s).to(dtype)
+                 for (r, n, s), gain in zip(shapes[:-1], gains, strict=True)]
+    return [c.to(device) for c in cores] + [torch.zeros(shapes[-1], device=device, dtype=dtype)]
+
+
+def _orthonormal_columns(rows: int, cols: int, generator: torch.Generator | None) -> torch.Tensor:
+    """A Haar-random `(rows, cols)` float64 matrix with orthonormal columns (`cols <= rows`): QR of a Gaussian, the
+    signs fixed by R's diagonal so the distribution is uniform."""
+    q, r = torch.linalg.qr(torch.randn((rows, cols), generator=generator, dtype=torch.float64))
+    return q * torch.where(torch.diagonal(r) < 0, -1.0, 1.0)
 
 
 def _chain(cores: Sequence[torch.Tensor]) -> torch.Tensor:

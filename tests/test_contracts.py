@@ -50,6 +50,7 @@ QUERY = {"bert": "query", "llama": "q_proj"}
 BAD_CONFIGS = {  # per method: (bad config kwargs, or a function of the base kind giving them; what the error says)
     TTLoRAConfig: [
         ({"forward_impl": "dense"}, "forward_impl='dense' is not one of"),
+        ({"init": "xavier"}, "init='xavier' is not one of"),
         ({"tt_rank": 0}, "tt_rank=0"),
         ({"task_type": "regression"}, "task_type='regression'"),
         (lambda kind: {"tt_shapes": {QUERY[kind]: [[4, 4], [4, 8]]}},

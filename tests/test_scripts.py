@@ -21,7 +21,7 @@ def test_train_expert_script_trains_evaluates_saves_and_reloads(tmp_path):
     results = main(["--task", "rotten_tomatoes", "--output_dir", str(out), "--max_train_samples", "64",
                     "--max_eval_samples", "32", "--max_length", "32", "--max_steps", "3",
                     "--per_device_train_batch_size", "16", "--learning_rate", "5e-3", "--report_to", "none",
-                    "--use_cpu", "--save_strategy", "no", "--tt_rank", "4"])
+                    "--use_cpu", "--save_strategy", "no", "--tt_rank", "4", "--init", "orthogonal"])
     assert {"test_accuracy", "test_f1", "test_macro_f1", "eval_accuracy", "train_loss"} <= set(results)
     assert json.loads((out / "results.json").read_text())["test_accuracy"] == results["test_accuracy"]
     assert sorted(p.name for p in out.iterdir() if p.suffix in (".json", ".safetensors")) == [
@@ -30,7 +30,7 @@ def test_train_expert_script_trains_evaluates_saves_and_reloads(tmp_path):
 
     model = TTLoRAModel.from_pretrained(out)
     assert model.config.task == "rotten_tomatoes" and model.config.id2label == {0: "negative", 1: "positive"}
-    assert model.config.tt_rank == 4
+    assert model.config.tt_rank == 4 and model.config.init == "orthogonal"
     cores = [p for n, p in model.named_parameters() if "ttlora_" in n]
     assert any(p.abs().sum() > 0 for p in cores[3::4])  # the zero-initialized cores moved: it trained
     batch = load_tokenizer(model.config)(["a wonderful, moving film"], return_tensors="pt")

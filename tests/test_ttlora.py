@@ -28,6 +28,19 @@ def test_trainable_parameters_are_cores_and_head_only(base_kind):
     assert counts["adapter"] == sum(p.numel() for n, p in model.named_parameters() if "ttlora_" in n)
 
 
+def test_config_init_reaches_every_layer_and_round_trips(tmp_path, base_kind, init="orthogonal"):
+    config = TTLoRAConfig(base_model_name_or_path=f"tiny-{base_kind}", num_labels=2, tt_rank=3, init=init)
+    model = TTLoRAModel(config, base_model=tiny_base(base_kind, num_labels=2))
+    layers = [m for m in model.modules() if isinstance(m, TTLoRALinear)]
+    for layer in layers:  # ΔW = 0 and V's rows orthonormal up to one gain, which Gaussian cores never give
+        u, v = layer.factors()
+        gram = v.double() @ v.double().T
+        assert torch.equal(u, torch.zeros_like(u))
+        assert rel_err(gram, gram[0, 0] * torch.eye(len(gram), dtype=gram.dtype)) <= TOL
+    model.config.save_pretrained(tmp_path)
+    assert TTLoRAConfig.from_pretrained(tmp_path).init == init
+
+
 @pytest.mark.parametrize("impl", ["contraction", "reconstruction"])
 def test_forward_paths_agree_in_the_model(base_kind, impl):
     model = random_expert(base_kind, num_labels=3).train()

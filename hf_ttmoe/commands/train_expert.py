@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from hf_ttmoe import DEFAULT_BASE_MODEL, TTLoRAConfig, TTLoRAModel, load_tokenizer
 from hf_ttmoe.training import DataArguments, load_tokenized, parse_arguments, train_and_evaluate
+from hf_ttmoe.tt import INIT_METHODS
 
 DEFAULT_LEARNING_RATE = 5e-3  # chosen on dev rows (benchmarks/README.md); --learning_rate overrides it
 
@@ -33,6 +34,7 @@ class ExpertArguments:
     )
     forward_impl: str = field(default="factors", metadata={"help": "factors | contraction | reconstruction."})
     dropout: float = field(default=0.0, metadata={"help": "Adapter input dropout."})
+    init: str = field(default=TTLoRAConfig().init, metadata={"help": f"How the cores start: one of {INIT_METHODS}."})
 
 
 def build_expert(args: ExpertArguments, task: str, label_names: list[str], pad_token_id: int | None) -> TTLoRAModel:
@@ -49,6 +51,7 @@ def build_expert(args: ExpertArguments, task: str, label_names: list[str], pad_t
         tt_shapes=json.loads(args.tt_shapes) if args.tt_shapes else None,
         forward_impl=args.forward_impl,
         dropout=args.dropout,
+        init=args.init,
         pad_token_id=pad_token_id,
     )
     return TTLoRAModel(config)

@@ -7,6 +7,7 @@ import numbers
 from dataclasses import field
 
 from ..adapter import AdapterConfig
+from ..tt import INIT_METHODS
 
 FORWARD_IMPLS = ("factors", "contraction", "reconstruction")
 
@@ -25,6 +26,8 @@ class TTLoRAConfig(AdapterConfig):
         forward_impl: "factors" (build U, V from the cores, two skinny GEMMs), "contraction" (chain of einsums over
             the batch, ΔW never formed) or "reconstruction" (form ΔW). All three give the same result.
         dropout: dropout on the adapter's input.
+        init: how the cores start (ΔW = 0 always: the last core is zero), one of `INIT_METHODS`; see
+            `hf_ttmoe.tt.init_tt_cores`.
     """
 
     model_type = "ttlora"
@@ -36,10 +39,13 @@ class TTLoRAConfig(AdapterConfig):
     )
     forward_impl: str = field(default="factors", metadata={"help": f"One of {FORWARD_IMPLS}."})
     dropout: float = field(default=0.0, metadata={"help": "Dropout probability on the adapter input."})
+    init: str = field(default="gaussian", metadata={"help": f"How the cores start, one of {INIT_METHODS}."})
 
     def __post_init__(self, **kwargs):
         if self.forward_impl not in FORWARD_IMPLS:
             raise ValueError(f"forward_impl={self.forward_impl!r} is not one of {FORWARD_IMPLS}.")
+        if self.init not in INIT_METHODS:
+            raise ValueError(f"init={self.init!r} is not one of {INIT_METHODS}.")
         ranks = list(self.tt_rank) if isinstance(self.tt_rank, (list, tuple)) else [self.tt_rank]
         if not ranks or any(not isinstance(r, numbers.Integral) or isinstance(r, bool) or r < 1 for r in ranks):
             raise ValueError(f"tt_rank={self.tt_rank!r} must be a positive int or a list of positive ints.")

@@ -40,6 +40,7 @@ class TTLoRALinear(nn.Module):
         forward_impl: "factors", "contraction" or "reconstruction".
         dropout: dropout on the adapter's input.
         name: how warnings and errors name the layer (its module path).
+        init: how the non-zero cores are drawn, one of `tt.INIT_METHODS` (see `tt.init_tt_cores`).
     """
 
     def __init__(
@@ -52,6 +53,7 @@ class TTLoRALinear(nn.Module):
         forward_impl: str = "factors",
         dropout: float = 0.0,
         name: str | None = None,
+        init: str = "gaussian",
     ):
         super().__init__()
         self.base_layer = base_layer
@@ -66,7 +68,8 @@ class TTLoRALinear(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         weight = base_layer.weight
         dtype = weight.dtype if weight.dtype.is_floating_point else torch.float32
-        cores = tt.init_tt_cores(self.in_modes, self.out_modes, self.ranks, device=weight.device, dtype=dtype)
+        cores = tt.init_tt_cores(self.in_modes, self.out_modes, self.ranks, device=weight.device, dtype=dtype,
+                                 method=init)
         self.ttlora_cores = nn.ParameterList([nn.Parameter(c) for c in cores])
         self.merged = False
         self._unmerged_weight: torch.Tensor | None = None  # while merged: the base weight as it was before

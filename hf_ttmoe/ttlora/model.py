@@ -58,7 +58,8 @@ class TTLoRAModel(AdapterModel):
     def _make_adapter_layer(self, name: str, linear: nn.Linear) -> TTLoRALinear:
         c = self.config
         in_modes, out_modes = (c.tt_shapes or {}).get(name.rsplit(".", 1)[-1], (None, None))
-        return TTLoRALinear(linear, in_modes, out_modes, c.tt_rank, c.alpha, c.forward_impl, c.dropout, name=name)
+        return TTLoRALinear(linear, in_modes, out_modes, c.tt_rank, c.alpha, c.forward_impl, c.dropout, name=name,
+                            init=c.init)
 
     @classmethod
     def from_lora(cls, path_or_hub_id, tt_rank: int | list[int] = 5, revision: str | None = None, base_model=None,
