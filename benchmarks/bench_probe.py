@@ -1,9 +1,11 @@
 """Linear probes of the frozen base (issue 13): how much of a task the base model's own features carry, by pooling.
 
     python -m benchmarks.bench_probe --glue_dir ../shared/data/glue [--task sst2 --max_train_samples 4000]
+    python -m benchmarks.bench_probe --tasks_dir ../shared/data/tasks --task qnli --max_length 128
 
 Features of the frozen MiniLM for three poolings (BERT's [CLS] pooler `tanh(W h_CLS)`, the raw [CLS] state, the
-masked mean of the last hidden states: what all-MiniLM-L6-v2 was trained for), then a logistic regression (sklearn)
+masked mean of the last hidden states: what all-MiniLM-L6-v2 was trained for; a sentence pair is encoded as one
+input, as the adapters see it), then a logistic regression (sklearn)
 on the training rows; dev and test accuracy. Results `benchmarks/results/probe_<task>.json`.
 """
 
@@ -19,10 +21,13 @@ from hf_ttmoe import DEFAULT_BASE_MODEL, TTLoRAConfig, load_base_model, load_tas
 
 
 @torch.no_grad()
-def features(encoder, tokenizer, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
+def features(encoder, tokenizer, texts: list[str], max_length: int,
+             pairs: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """The three poolings of each text (or sentence pair, encoded together as the adapters see it)."""
     out = {"pooler": [], "cls": [], "mean": []}
     for i in range(0, len(texts), 128):
-        batch = tokenizer(texts[i:i + 128], padding=True, truncation=True, max_length=max_length,
+        second = None if pairs is None else pairs[i:i + 128]
+        batch = tokenizer(texts[i:i + 128], second, padding=True, truncation=True, max_length=max_length,
                           return_tensors="pt")
         hidden = encoder(**batch)
         mask = batch["attention_mask"].unsqueeze(-1).float()  # (B, T, 1)
@@ -46,7 +51,8 @@ def main() -> None:
     encoder = model.base_model  # BertModel: the pooler is part of it
     splits = load_task(args.task, glue_dir=args.glue_dir, tasks_dir=args.tasks_dir,
                        max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples)
-    feats = {s: features(encoder, tokenizer, splits[s]["text"], args.max_length) for s in splits}
+    feats = {s: features(encoder, tokenizer, splits[s]["text"], args.max_length,
+                         splits[s]["text_pair"] if "text_pair" in splits[s].column_names else None) for s in splits}
     rows = []
     for pooling in ("pooler", "cls", "mean"):
         probe = LogisticRegression(max_iter=2000).fit(feats["train"][pooling], splits["train"]["label"])

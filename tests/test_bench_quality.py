@@ -13,9 +13,9 @@ from hf_ttmoe import DEFAULT_BASE_MODEL
 from hf_ttmoe.training import compute_metrics
 
 
-def args(modules: str) -> argparse.Namespace:
+def args(modules: str, tt_init: str = "zero") -> argparse.Namespace:
     return argparse.Namespace(base_model=DEFAULT_BASE_MODEL, gguf_file=None, task="t", tt_rank=5, tt_alpha=16.0,
-                              tt_shapes=None, lora_rank=16, modules=modules)
+                              tt_shapes=None, lora_rank=16, modules=modules, tt_init=tt_init)
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +45,36 @@ def test_metrics_include_mcc():
     metrics = compute_metrics((logits, np.array([0, 1, 1, 0])))
     assert metrics["accuracy"] == 0.75 and metrics["mcc"] == pytest.approx(1 / np.sqrt(3))
     assert compute_metrics((logits, np.array([0, 0, 0, 0])))["mcc"] == 0.0  # one class: defined, not NaN
+
+
+def test_tt_init_flag_reaches_the_layers():
+    """`--tt_init orthogonal` builds layers whose input chain has orthonormal rows (scaled); the default's do not."""
+    import torch
+
+    from hf_ttmoe import TTLoRALinear
+
+    for flag, isometric in (("orthogonal", True), ("zero", False)):
+        model, _ = build("tt", args("qv", tt_init=flag), ["a", "b"], 0)
+        for layer in (m for m in model.modules() if isinstance(m, TTLoRALinear)):
+            v = layer.factors()[1].double()
+            assert torch.allclose(v @ v.T, torch.eye(len(v), dtype=v.dtype) / 3, atol=1e-6) == isometric
+
+
+def test_probe_encodes_sentence_pairs_as_one_input():
+    """`bench_probe.features` on a pair task sees both sentences, with BERT's segment ids, as the adapters do."""
+    import torch
+
+    from benchmarks.bench_probe import features
+    from hf_ttmoe import TTLoRAConfig, load_base_model, load_tokenizer
+
+    config = TTLoRAConfig(base_model_name_or_path=DEFAULT_BASE_MODEL, num_labels=2)
+    tokenizer, encoder = load_tokenizer(config), load_base_model(config).eval().base_model
+    questions, answers = ["where is the film set?", "who wrote it?"], ["it is set in rome.", "nobody knows."]
+    paired = features(encoder, tokenizer, questions, 32, answers)
+    with torch.no_grad():
+        direct = encoder(**tokenizer(questions, answers, padding=True, return_tensors="pt"))
+    assert np.allclose(paired["pooler"], direct.pooler_output.numpy(), atol=1e-5)
+    assert not np.allclose(paired["cls"], features(encoder, tokenizer, questions, 32)["cls"], atol=1e-3)
 
 
 def test_published_init_starts_from_a_nonzero_update():
