@@ -221,9 +221,9 @@ def init_tt_cores(
         return [torch.empty(shape, device=device, dtype=dtype) for shape in shapes]
     if method == "gaussian":
         target_var = (1.0 / (3 * math.prod(in_modes))) ** (1.0 / m)
-        cores = [torch.randn(shape, generator=generator, dtype=dtype).mul_(math.sqrt((target_var if j < m else 1.0)
-                                                                                    / shape[0]))
-                 for j, shape in enumerate(shapes[:-1])]
+        stds = [math.sqrt((target_var if j < m else 1.0) / r) for j, (r, _, _) in enumerate(shapes[:-1])]
+        cores = [torch.randn(shape, generator=generator, dtype=dtype).mul_(std)
+                 for shape, std in zip(shapes[:-1], stds, strict=True)]
     else:
         # The gains give V and P the squared Frobenius norms of the Gaussian draw: V: (r_m, in) with orthonormal
         # rows has singular values 1, LoRA's A ~ √(in / (3·in)) = 1/√3; P: (r_m·o_1…o_{k-1}, r_{N-1}) has entries of
