@@ -6,7 +6,9 @@ learning rate chosen on dev, the difference paired by seed (the same rows, order
 
 Each run is scored in the metric it chose its learning rates by (`--metric` of that run: accuracy, macro-F1 for MRPC
 as the seed's paper reports, MCC for CoLA); accuracy is shown beside it. A run whose seeds are not all done is listed
-with what it has, and marked.
+with what it has, and marked. Two methods run side by side as separate processes (one run each, to use two cores) are
+read as one run by joining their names with "+" (`--runs quality_cola_es_moe+quality_cola_es_lora_budget`): they must
+share the rows, budget and seeds.
 """
 
 from __future__ import annotations
@@ -19,6 +21,33 @@ from pathlib import Path
 from benchmarks.common import RESULTS
 
 METRIC_NAMES = {"accuracy": "accuracy", "f1": "binary F1", "macro_f1": "macro-F1", "mcc": "MCC"}
+
+
+# The arguments that make two runs' rows comparable (the same rows, budget, seeds and scoring); the rest (methods,
+# grids, threads, name) may differ between runs that are read as one.
+SHARED_ARGS = ("task", "glue_dir", "tasks_dir", "metric", "seeds", "max_train_samples", "max_dev_samples",
+               "max_test_samples", "max_length", "batch_size", "epochs", "early_stopping", "eval_steps", "max_epochs",
+               "warmup", "weight_decay", "head_lr", "pooling", "base_model", "gguf_file")
+
+
+def load_run(name: str, results_dir: Path) -> dict:
+    """One `bench_quality` result by name, or several joined by "+" read as one run: their rows and chosen rates
+    together, refused when they differ in a `SHARED_ARGS` argument."""
+    runs = []
+    for part in name.split("+"):
+        path = Path(results_dir) / f"{part}.json"
+        if not path.exists():
+            raise SystemExit(f"no results {path}: run bench_quality --name {part} first")
+        runs.append(json.loads(path.read_text()))
+    first = runs[0]["args"]
+    for part, run in zip(name.split("+")[1:], runs[1:]):
+        if differ := [k for k in SHARED_ARGS if run["args"].get(k) != first.get(k)]:
+            values = ", ".join(f"{k}={run['args'].get(k)!r} vs {first.get(k)!r}" for k in differ)
+            raise SystemExit(f"cannot read {name} as one run: {part} differs in {', '.join(differ)} ({values})")
+    methods = [m for run in runs for m in run["args"]["methods"]]
+    chosen = {m: lr for run in runs for m, lr in run.get("chosen_lr", {}).items()}
+    return {"args": {**first, "methods": methods}, "rows": [r for run in runs for r in run["rows"]],
+            "chosen_lr": chosen}
 
 
 def final_rows(run: dict, method: str) -> list[dict]:
@@ -103,18 +132,16 @@ def plot(results: list[dict], a: str, b: str, path: Path) -> None:
 def main(argv: list[str] | None = None, results_dir: Path = RESULTS) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pair", nargs=2, required=True, metavar=("A", "B"), help="two methods of the runs")
-    parser.add_argument("--runs", nargs="+", required=True, help="names of bench_quality results (benchmarks/results)")
+    parser.add_argument("--runs", nargs="+", required=True,
+                        help="bench_quality results (benchmarks/results); A+B reads two runs of a task as one")
     parser.add_argument("--name", required=True, help="writes benchmarks/results/<name>.{md,png}")
     args = parser.parse_args(argv)
     a, b = args.pair
     results = []
     for name in args.runs:
-        path = Path(results_dir) / f"{name}.json"
-        if not path.exists():
-            raise SystemExit(f"no results {path}: run bench_quality --name {name} first")
-        run = json.loads(path.read_text())
+        run = load_run(name, results_dir)
         if missing := [m for m in (a, b) if m not in run["args"]["methods"]]:
-            raise SystemExit(f"{path} does not run {missing} (its methods: {run['args']['methods']})")
+            raise SystemExit(f"{name} does not run {missing} (its methods: {run['args']['methods']})")
         results.append(compare(run, a, b))
     text = markdown(results, a, b)
     (Path(results_dir) / f"{args.name}.md").write_text(text + "\n")

@@ -164,3 +164,35 @@ def test_summary_pairs_seeds_at_each_methods_chosen_rate(tmp_path):
     assert (tmp_path / "s.png").stat().st_size > 0
     with pytest.raises(SystemExit, match="does not run"):
         quality_summary.main(["--pair", "moe", "tt", "--runs", "cola", "--name", "s"], tmp_path)
+
+
+def test_summary_reads_two_runs_joined_by_plus_as_one(tmp_path):
+    """Two methods run as separate processes (one per core) are read as one run by "A+B": rows and chosen rates
+    joined, the same table as one run of both; runs that differ in their rows or budget are refused, by name."""
+    import json
+
+    from benchmarks import quality_summary
+
+    def row(method, lr, seed, dev, test):
+        return {"method": method, "lr": lr, "seed": seed, "dev_accuracy": dev, "test_accuracy": test,
+                "adapter_params": 10}
+
+    args = {"task": "rte", "metric": "accuracy", "seeds": [0, 1], "base_model": "org/tiny-base",
+            "early_stopping": 3, "max_epochs": 3.0, "threads": 1}
+    moe = [row("moe", 1e-3, 0, 0.6, 0.55), row("moe", 2e-3, 0, 0.5, 0.90), row("moe", 1e-3, 1, 0, 0.57)]
+    lora = [row("lora_budget", 1e-3, 0, 0.7, 0.52), row("lora_budget", 1e-3, 1, 0, 0.50)]
+    runs = {"a": {"args": {**args, "methods": ["moe"]}, "rows": moe, "chosen_lr": {"moe": 1e-3}},
+            "b": {"args": {**args, "methods": ["lora_budget"], "threads": 2}, "rows": lora,
+                  "chosen_lr": {"lora_budget": 1e-3}},
+            "both": {"args": {**args, "methods": ["moe", "lora_budget"]}, "rows": moe + lora,
+                     "chosen_lr": {"moe": 1e-3, "lora_budget": 1e-3}},
+            "longer": {"args": {**args, "methods": ["lora_budget"], "max_epochs": 10.0}, "rows": lora}}
+    for name, run in runs.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(run))
+    joined = quality_summary.main(["--pair", "moe", "lora_budget", "--runs", "a+b", "--name", "j"], tmp_path)
+    one = quality_summary.main(["--pair", "moe", "lora_budget", "--runs", "both", "--name", "o"], tmp_path)
+    assert joined == one and joined[0]["diffs"] == pytest.approx([0.03, 0.07]) and joined[0]["complete"]
+    with pytest.raises(SystemExit, match=r"a\+longer.*longer differs in max_epochs \(max_epochs=10.0 vs 3.0\)"):
+        quality_summary.main(["--pair", "moe", "lora_budget", "--runs", "a+longer", "--name", "x"], tmp_path)
+    with pytest.raises(SystemExit, match="no results .*missing.json"):
+        quality_summary.main(["--pair", "moe", "lora_budget", "--runs", "a+missing", "--name", "x"], tmp_path)
