@@ -73,7 +73,7 @@ def compare(run: dict, a: str, b: str) -> dict:
     pick = {m: {r["seed"]: r for r in rows[m]} for m in (a, b)}
     diffs = [pick[a][s][f"test_{metric}"] - pick[b][s][f"test_{metric}"] for s in seeds]
     base = run["args"].get("base_model", "—").split("/")[-1]
-    out = {"task": run["args"]["task"], "base": base, "metric": metric, "seeds": seeds,
+    out = {"task": run["args"]["task"], "base": base, "budget": budget(run["args"]), "metric": metric, "seeds": seeds,
            "complete": all(len(rows[m]) == len(run["args"]["seeds"]) for m in (a, b)), "diffs": diffs}
     for m in (a, b):
         values = [r[f"test_{metric}"] for r in rows[m]]
@@ -88,6 +88,14 @@ def compare(run: dict, a: str, b: str) -> dict:
     return out
 
 
+def budget(args: dict) -> str:
+    """A run's training budget in a few characters: "1 ep", or "ES 3x100, ≤10 ep" for early stopping with patience 3
+    evaluations of 100 steps and at most 10 epochs."""
+    if args.get("early_stopping"):
+        return f"ES {args['early_stopping']}x{args['eval_steps']}, ≤{args['max_epochs']:g} ep"
+    return f"{args.get('epochs', 1.0):g} ep"
+
+
 def pct(mean: float | None, std: float | None = None) -> str:
     if mean is None:
         return "—"
@@ -96,15 +104,16 @@ def pct(mean: float | None, std: float | None = None) -> str:
 
 def markdown(results: list[dict], a: str, b: str) -> str:
     lines = [f"`{a}` vs `{b}`, test, mean ± std over seeds (%); difference = {a} − {b}, paired by seed:", "",
-             f"| task | base | metric | {a} (lr) | {b} (lr) | difference | {a} accuracy | {b} accuracy | seeds |",
-             "|---|---|---|---:|---:|---:|---:|---:|---|"]
+             f"| task | base | budget | metric | {a} (lr) | {b} (lr) | difference | {a} accuracy | {b} accuracy "
+             "| seeds |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---|"]
     for r in results:
         diff = "—" if r["diff_mean"] is None else (f"{100 * r['diff_mean']:+.2f} ± {100 * r['diff_std']:.2f}"
                                                    + (" (ahead)" if r["diff_mean"] >= 0 else " (behind)"))
         seeds = ", ".join(map(str, r["seeds"])) + ("" if r["complete"] else " (unfinished)")
         cells = [pct(r[m]["mean"], r[m]["std"]) + ("" if r[m]["lr"] is None else f" ({r[m]['lr']:g})") for m in (a, b)]
-        lines.append(f"| {r['task']} | {r['base']} | {METRIC_NAMES[r['metric']]} | {cells[0]} | {cells[1]} | "
-                     f"{diff} | {pct(r[a]['accuracy'])} | {pct(r[b]['accuracy'])} | {seeds} |")
+        lines.append(f"| {r['task']} | {r['base']} | {r['budget']} | {METRIC_NAMES[r['metric']]} | {cells[0]} | "
+                     f"{cells[1]} | {diff} | {pct(r[a]['accuracy'])} | {pct(r[b]['accuracy'])} | {seeds} |")
     done = [r for r in results if r["complete"]]
     lines += ["", f"{a} ≥ {b} on {sum(r['diff_mean'] >= 0 for r in done)} of {len(done)} finished tasks."]
     return "\n".join(lines)
@@ -121,7 +130,8 @@ def plot(results: list[dict], a: str, b: str, path: Path) -> None:
     for k, (m, shift) in enumerate(((a, -0.2), (b, 0.2))):
         ax.bar([i + shift for i in x], [100 * (r[m]["mean"] or 0) for r in results], width=0.4, label=m,
                yerr=[100 * (r[m]["std"] or 0) for r in results], capsize=3, color=f"C{k}")
-    ax.set_xticks(list(x), [f"{r['task']}\n{r['base']}\n({METRIC_NAMES[r['metric']]})" for r in results])
+    ax.set_xticks(list(x), [f"{r['task']}, {r['budget']}\n{r['base']}\n({METRIC_NAMES[r['metric']]})"
+                            for r in results])
     ax.set_ylabel("test, % (mean ± std over seeds)")
     ax.legend()
     fig.tight_layout()

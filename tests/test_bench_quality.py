@@ -159,7 +159,8 @@ def test_summary_pairs_seeds_at_each_methods_chosen_rate(tmp_path):
     assert out[0]["moe"]["mean"] == pytest.approx(0.40) and out[0]["lora_budget"]["lr"] == 1e-3
     assert out[1]["seeds"] == [0] and not out[1]["complete"] and out[1]["moe"]["lr"] == 2e-3
     text = (tmp_path / "s.md").read_text()
-    assert "| cola | tiny-base | MCC | 40.00 ± 10.00 (0.002) | 37.50 ± 2.50 (0.001) | +2.50 ± 7.50 (ahead)" in text
+    assert "| cola | tiny-base | 1 ep | MCC | 40.00 ± 10.00 (0.002) | 37.50 ± 2.50 (0.001) | +2.50 ± 7.50 (ahead)" \
+        in text
     assert "0 (unfinished)" in text and "moe ≥ lora_budget on 1 of 1 finished tasks." in text
     assert (tmp_path / "s.png").stat().st_size > 0
     with pytest.raises(SystemExit, match="does not run"):
@@ -178,7 +179,7 @@ def test_summary_reads_two_runs_joined_by_plus_as_one(tmp_path):
                 "adapter_params": 10}
 
     args = {"task": "rte", "metric": "accuracy", "seeds": [0, 1], "base_model": "org/tiny-base",
-            "early_stopping": 3, "max_epochs": 3.0, "threads": 1}
+            "early_stopping": 3, "eval_steps": 25, "max_epochs": 3.0, "threads": 1}
     moe = [row("moe", 1e-3, 0, 0.6, 0.55), row("moe", 2e-3, 0, 0.5, 0.90), row("moe", 1e-3, 1, 0, 0.57)]
     lora = [row("lora_budget", 1e-3, 0, 0.7, 0.52), row("lora_budget", 1e-3, 1, 0, 0.50)]
     runs = {"a": {"args": {**args, "methods": ["moe"]}, "rows": moe, "chosen_lr": {"moe": 1e-3}},
@@ -192,6 +193,7 @@ def test_summary_reads_two_runs_joined_by_plus_as_one(tmp_path):
     joined = quality_summary.main(["--pair", "moe", "lora_budget", "--runs", "a+b", "--name", "j"], tmp_path)
     one = quality_summary.main(["--pair", "moe", "lora_budget", "--runs", "both", "--name", "o"], tmp_path)
     assert joined == one and joined[0]["diffs"] == pytest.approx([0.03, 0.07]) and joined[0]["complete"]
+    assert "| rte | tiny-base | ES 3x25, ≤3 ep | accuracy | 56.00 ± 1.00 (0.001) |" in (tmp_path / "j.md").read_text()
     with pytest.raises(SystemExit, match=r"a\+longer.*longer differs in max_epochs \(max_epochs=10.0 vs 3.0\)"):
         quality_summary.main(["--pair", "moe", "lora_budget", "--runs", "a+longer", "--name", "x"], tmp_path)
     with pytest.raises(SystemExit, match="no results .*missing.json"):
