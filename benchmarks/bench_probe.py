@@ -6,15 +6,18 @@
 Features of the frozen MiniLM for three poolings (BERT's [CLS] pooler `tanh(W h_CLS)`, the raw [CLS] state, the
 masked mean of the last hidden states: what all-MiniLM-L6-v2 was trained for; a sentence pair is encoded as one
 input, as the adapters see it), then a logistic regression (sklearn)
-on the training rows; dev and test accuracy. Results `benchmarks/results/probe_<task>.json`.
+on the training rows; dev and test accuracy, and MCC (CoLA's metric; 0 for a probe that only predicts the majority
+class). Results `benchmarks/results/probe_<task>.json`.
 """
 
 from __future__ import annotations
 
 import argparse
 
+import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import matthews_corrcoef
 
 from benchmarks.common import save
 from hf_ttmoe import DEFAULT_BASE_MODEL, TTLoRAConfig, load_base_model, load_task, load_tokenizer
@@ -37,6 +40,19 @@ def features(encoder, tokenizer, texts: list[str], max_length: int,
     return {k: torch.cat(v).numpy() for k, v in out.items()}
 
 
+def probe_scores(data: dict[str, tuple]) -> dict[str, float]:
+    """A logistic regression fitted on `data["train"]` (features, labels), scored on the "validation" and "test"
+    splits: accuracy and MCC of each."""
+    probe = LogisticRegression(max_iter=2000).fit(*data["train"])
+    scores = {}
+    for split in ("validation", "test"):
+        x, y = data[split]
+        predicted = probe.predict(x)
+        scores[f"{split}_accuracy"] = float((predicted == np.asarray(y)).mean())
+        scores[f"{split}_mcc"] = float(matthews_corrcoef(y, predicted))
+    return scores
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="sst2")
@@ -55,9 +71,7 @@ def main() -> None:
                          splits[s]["text_pair"] if "text_pair" in splits[s].column_names else None) for s in splits}
     rows = []
     for pooling in ("pooler", "cls", "mean"):
-        probe = LogisticRegression(max_iter=2000).fit(feats["train"][pooling], splits["train"]["label"])
-        rows.append({"pooling": pooling, **{f"{s}_accuracy": probe.score(feats[s][pooling], splits[s]["label"])
-                                             for s in ("validation", "test")}})
+        rows.append({"pooling": pooling, **probe_scores({s: (feats[s][pooling], splits[s]["label"]) for s in splits})})
         print(rows[-1])
     save(f"probe_{args.task}", {"args": vars(args), "rows": rows})
 

@@ -60,6 +60,23 @@ def test_tt_init_flag_reaches_the_layers():
             assert torch.allclose(v @ v.T, torch.eye(len(v), dtype=v.dtype) / 3, atol=1e-6) == isometric
 
 
+def test_probe_scores_accuracy_and_mcc():
+    """`bench_probe.probe_scores`: a feature that carries the label gives accuracy and MCC 1; features without it, on
+    70/30 labels, give a probe that predicts the majority class: accuracy at the prior, MCC 0."""
+    import numpy as np
+
+    from benchmarks.bench_probe import probe_scores
+
+    rng = np.random.default_rng(0)
+    labels = {s: (rng.random(n) < 0.3).astype(int) for s, n in (("train", 400), ("validation", 200), ("test", 200))}
+    carries = {s: (np.c_[y * 4.0 - 2.0, rng.normal(size=(len(y), 3))], y) for s, y in labels.items()}
+    assert probe_scores(carries) == {"validation_accuracy": 1.0, "validation_mcc": 1.0, "test_accuracy": 1.0,
+                                     "test_mcc": 1.0}
+    blind = {s: (rng.normal(size=(len(y), 4)) * 1e-3, y) for s, y in labels.items()}
+    scores = probe_scores(blind)
+    assert scores["test_mcc"] == 0.0 and scores["test_accuracy"] == pytest.approx(1 - labels["test"].mean())
+
+
 def test_probe_encodes_sentence_pairs_as_one_input():
     """`bench_probe.features` on a pair task sees both sentences, with BERT's segment ids, as the adapters do."""
     import torch
