@@ -10,10 +10,11 @@ The protocol, alike for every method: each method trains at every learning rate 
 task's validation rows, capped at `--max_dev_samples`; the test rows are never used to choose) is kept, and the
 other seeds train at it. The budget is either fixed (`--epochs` over `--max_train_samples` rows) or "to
 convergence": `--early_stopping P` evaluates dev every `--eval_steps` and stops after P evaluations without
-improvement (Trainer's `EarlyStoppingCallback`, at most `--max_epochs`), keeping the best checkpoint. Tasks come
-through `hf_ttmoe.training.load_data`: embedded, GLUE (`--glue_dir`), or task folders of user files (`--tasks_dir`,
-`../shared/data/tasks`). Rows are saved after every run (`--resume` continues a run), the tables go to
-`benchmarks/results/<name>.md`.
+improvement of the dev metric (or of the dev loss, `--stop_on loss`: a metric can sit flat at the start, as CoLA's
+MCC does at the majority class), at most `--max_epochs`, keeping the best checkpoint (Trainer's
+`EarlyStoppingCallback`). Tasks come through `hf_ttmoe.training.load_data`: embedded, GLUE (`--glue_dir`), or task
+folders of user files (`--tasks_dir`, `../shared/data/tasks`). Rows are saved after every run (`--resume` continues a
+run), the tables go to `benchmarks/results/<name>.md`.
 
 Methods (`--methods`; parameter counts printed per run):
     tt            TT-LoRA (`--tt_rank`, `--tt_alpha`) on `--modules`
@@ -163,8 +164,23 @@ def adapter_parameters(model) -> int:
     return sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and not is_head(n))
 
 
+def budget_arguments(args) -> tuple[dict, list]:
+    """`TrainingArguments` fields for the run's budget, and the callbacks it needs: a fixed `--epochs`, or early
+    stopping, which evaluates dev every `--eval_steps`, keeps the best checkpoint and stops after `--early_stopping`
+    evaluations without improvement of the dev metric, or of the dev loss (`--stop_on loss`)."""
+    if not args.early_stopping:
+        return dict(num_train_epochs=args.epochs, save_strategy="no"), []
+    from transformers import EarlyStoppingCallback
+
+    watched = args.metric if args.stop_on == "metric" else "loss"
+    return (dict(num_train_epochs=args.max_epochs, eval_strategy="steps", eval_steps=args.eval_steps,
+                 save_strategy="steps", save_steps=args.eval_steps, save_total_limit=1, load_best_model_at_end=True,
+                 metric_for_best_model=watched, greater_is_better=watched != "loss"),
+            [EarlyStoppingCallback(early_stopping_patience=args.early_stopping)])
+
+
 def train_one(method: str, lr: float, seed: int, args, splits, label_names, tokenizer) -> dict:
-    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
     from hf_ttmoe.training import compute_metrics
 
@@ -175,12 +191,8 @@ def train_one(method: str, lr: float, seed: int, args, splits, label_names, toke
     if args.pooling == "mean":
         mean_pooling_(model)
     run_dir = f"runs/bench_quality/{args.name}/{method}-{lr:g}-{seed}"
-    budget = dict(num_train_epochs=args.epochs, save_strategy="no")
-    if args.early_stopping:
-        budget = dict(num_train_epochs=args.max_epochs, eval_strategy="steps", eval_steps=args.eval_steps,
-                      save_strategy="steps", save_steps=args.eval_steps, save_total_limit=1,
-                      load_best_model_at_end=True, metric_for_best_model=args.metric, greater_is_better=True)
-        callbacks = [*callbacks, EarlyStoppingCallback(early_stopping_patience=args.early_stopping)]
+    budget, stopping = budget_arguments(args)
+    callbacks = [*callbacks, *stopping]
     training_args = TrainingArguments(
         output_dir=run_dir, learning_rate=lr, per_device_train_batch_size=args.batch_size,
         per_device_eval_batch_size=128, report_to=[], use_cpu=args.device == "cpu", seed=seed, logging_steps=50,
@@ -260,6 +272,10 @@ def main() -> None:
     parser.add_argument("--early_stopping", type=int, default=0, help="patience in evaluations; 0 = fixed budget")
     parser.add_argument("--eval_steps", type=int, default=100)
     parser.add_argument("--max_epochs", type=float, default=10.0)
+    parser.add_argument("--stop_on", default="metric", choices=["metric", "loss"],
+                        help="what early stopping watches and keeps the best of: the dev `--metric`, or the dev loss, "
+                        "which moves while a metric is flat (CoLA's MCC is 0 until a model leaves the majority class, "
+                        "so patience on it can stop a run before it starts)")
     parser.add_argument("--warmup", type=float, default=ADAPTER_RECIPE["warmup_steps"],
                         help="warm-up steps, or a fraction of them below 1")
     parser.add_argument("--weight_decay", type=float, default=0.0)
@@ -323,8 +339,9 @@ def main() -> None:
         for seed in args.seeds[1:]:
             run(method, chosen[method], seed)
     save(args.name, {"args": vars(args), "rows": rows, "chosen_lr": chosen})
-    budget = (f"early stopping (patience {args.early_stopping} evaluations of {args.eval_steps} steps, at most "
-              f"{args.max_epochs:g} epochs)" if args.early_stopping else f"{args.epochs:g} epoch(s)")
+    budget = (f"early stopping on dev {args.metric if args.stop_on == 'metric' else 'loss'} (patience "
+              f"{args.early_stopping} evaluations of {args.eval_steps} steps, at most {args.max_epochs:g} epochs)"
+              if args.early_stopping else f"{args.epochs:g} epoch(s)")
     text = (f"`{args.task}`, {args.base_model}, {len(splits['train'])} training rows, {budget}, batch "
             f"{args.batch_size}, max length {args.max_length}; dev = {len(splits['validation'])} validation rows, "
             f"test = {len(splits['test'])} rows.\n\n" + tables(args, rows, chosen))

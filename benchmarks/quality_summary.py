@@ -27,7 +27,9 @@ METRIC_NAMES = {"accuracy": "accuracy", "f1": "binary F1", "macro_f1": "macro-F1
 # grids, threads, name) may differ between runs that are read as one.
 SHARED_ARGS = ("task", "glue_dir", "tasks_dir", "metric", "seeds", "max_train_samples", "max_dev_samples",
                "max_test_samples", "max_length", "batch_size", "epochs", "early_stopping", "eval_steps", "max_epochs",
-               "warmup", "weight_decay", "head_lr", "pooling", "base_model", "gguf_file")
+               "stop_on", "warmup", "weight_decay", "head_lr", "pooling", "base_model", "gguf_file")
+# What runs saved before an argument existed did: they read as its default.
+LATER_ARGS = {"stop_on": "metric"}
 
 
 def load_run(name: str, results_dir: Path) -> dict:
@@ -41,8 +43,11 @@ def load_run(name: str, results_dir: Path) -> dict:
         runs.append(json.loads(path.read_text()))
     first = runs[0]["args"]
     for part, run in zip(name.split("+")[1:], runs[1:]):
-        if differ := [k for k in SHARED_ARGS if run["args"].get(k) != first.get(k)]:
-            values = ", ".join(f"{k}={run['args'].get(k)!r} vs {first.get(k)!r}" for k in differ)
+        def arg(args: dict, key: str):
+            return args.get(key, LATER_ARGS.get(key))
+
+        if differ := [k for k in SHARED_ARGS if arg(run["args"], k) != arg(first, k)]:
+            values = ", ".join(f"{k}={arg(run['args'], k)!r} vs {arg(first, k)!r}" for k in differ)
             raise SystemExit(f"cannot read {name} as one run: {part} differs in {', '.join(differ)} ({values})")
     methods = [m for run in runs for m in run["args"]["methods"]]
     chosen = {m: lr for run in runs for m, lr in run.get("chosen_lr", {}).items()}
@@ -90,9 +95,10 @@ def compare(run: dict, a: str, b: str) -> dict:
 
 def budget(args: dict) -> str:
     """A run's training budget in a few characters: "1 ep", or "ES 3x100, ≤10 ep" for early stopping with patience 3
-    evaluations of 100 steps and at most 10 epochs."""
+    evaluations of 100 steps and at most 10 epochs (on the dev metric; "ES 3x100 on loss, ..." on the dev loss)."""
     if args.get("early_stopping"):
-        return f"ES {args['early_stopping']}x{args['eval_steps']}, ≤{args['max_epochs']:g} ep"
+        on = " on loss" if args.get("stop_on") == "loss" else ""
+        return f"ES {args['early_stopping']}x{args['eval_steps']}{on}, ≤{args['max_epochs']:g} ep"
     return f"{args.get('epochs', 1.0):g} ep"
 
 

@@ -150,6 +150,26 @@ def test_module_sets_follow_the_architecture(tmp_path):
     assert DenseMoELoRAConfig().num_experts * DenseMoELoRAConfig().lora_rank == 32
 
 
+def test_budget_arguments_fixed_or_early_stopping_on_metric_or_loss(tmp_path):
+    """`bench_quality.budget_arguments`: a fixed budget trains `--epochs` with no evaluation; early stopping evaluates
+    every `--eval_steps`, keeps the best checkpoint by the dev metric (higher is better) or, with `--stop_on loss`,
+    by the dev loss (lower is better), and Trainer accepts the arguments as they are."""
+    from transformers import EarlyStoppingCallback, TrainingArguments
+
+    from benchmarks.bench_quality import budget_arguments
+
+    base = dict(epochs=2.0, early_stopping=0, eval_steps=25, max_epochs=5.0, metric="mcc", stop_on="metric")
+    fixed, callbacks = budget_arguments(argparse.Namespace(**base))
+    assert fixed == {"num_train_epochs": 2.0, "save_strategy": "no"} and callbacks == []
+    for stop_on, watched, higher in (("metric", "mcc", True), ("loss", "loss", False)):
+        kwargs, callbacks = budget_arguments(argparse.Namespace(**{**base, "early_stopping": 3, "stop_on": stop_on}))
+        made = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], **kwargs)
+        assert (made.metric_for_best_model, made.greater_is_better) == (watched, higher)
+        assert made.num_train_epochs == 5.0 and made.eval_steps == made.save_steps == 25
+        assert made.load_best_model_at_end
+        assert [type(c) for c in callbacks] == [EarlyStoppingCallback] and callbacks[0].early_stopping_patience == 3
+
+
 def test_summary_pairs_seeds_at_each_methods_chosen_rate(tmp_path):
     """`quality_summary`: each method at its own chosen rate, the difference paired by seed, in the run's metric; an
     unfinished run uses the first seed's best dev rate and is marked."""
@@ -196,7 +216,7 @@ def test_summary_reads_two_runs_joined_by_plus_as_one(tmp_path):
                 "adapter_params": 10}
 
     args = {"task": "rte", "metric": "accuracy", "seeds": [0, 1], "base_model": "org/tiny-base",
-            "early_stopping": 3, "eval_steps": 25, "max_epochs": 3.0, "threads": 1}
+            "early_stopping": 3, "eval_steps": 25, "max_epochs": 3.0, "stop_on": "metric", "threads": 1}
     moe = [row("moe", 1e-3, 0, 0.6, 0.55), row("moe", 2e-3, 0, 0.5, 0.90), row("moe", 1e-3, 1, 0, 0.57)]
     lora = [row("lora_budget", 1e-3, 0, 0.7, 0.52), row("lora_budget", 1e-3, 1, 0, 0.50)]
     runs = {"a": {"args": {**args, "methods": ["moe"]}, "rows": moe, "chosen_lr": {"moe": 1e-3}},
@@ -213,5 +233,14 @@ def test_summary_reads_two_runs_joined_by_plus_as_one(tmp_path):
     assert "| rte | tiny-base | ES 3x25, ≤3 ep | accuracy | 56.00 ± 1.00 (0.001) |" in (tmp_path / "j.md").read_text()
     with pytest.raises(SystemExit, match=r"a\+longer.*longer differs in max_epochs \(max_epochs=10.0 vs 3.0\)"):
         quality_summary.main(["--pair", "moe", "lora_budget", "--runs", "a+longer", "--name", "x"], tmp_path)
+    older = {**runs["b"], "args": {k: v for k, v in runs["b"]["args"].items() if k != "stop_on"}}
+    (tmp_path / "older.json").write_text(json.dumps(older))  # saved before --stop_on: it stopped on the metric
+    assert quality_summary.main(["--pair", "moe", "lora_budget", "--runs", "a+older", "--name", "x"], tmp_path) == one
+    on_loss = {**runs["b"], "args": {**runs["b"]["args"], "stop_on": "loss"}}
+    (tmp_path / "on_loss.json").write_text(json.dumps(on_loss))
+    with pytest.raises(SystemExit, match="differs in stop_on"):
+        quality_summary.main(["--pair", "moe", "lora_budget", "--runs", "a+on_loss", "--name", "x"], tmp_path)
+    out = quality_summary.main(["--pair", "lora_budget", "lora_budget", "--runs", "on_loss", "--name", "l"], tmp_path)
+    assert out[0]["budget"] == "ES 3x25 on loss, ≤3 ep"
     with pytest.raises(SystemExit, match="no results .*missing.json"):
         quality_summary.main(["--pair", "moe", "lora_budget", "--runs", "a+missing", "--name", "x"], tmp_path)
