@@ -7,7 +7,7 @@ learning rate chosen on dev, the difference paired by seed (the same rows, order
 Each run is scored in the metric it chose its learning rates by (`--metric` of that run: accuracy, macro-F1 for MRPC
 as the seed's paper reports, MCC for CoLA); accuracy is shown beside it. A run whose seeds are not all done is listed
 with what it has, and marked. Two methods run side by side as separate processes (one run each, to use two cores) are
-read as one run by joining their names with "+" (`--runs quality_cola_es_moe+quality_cola_es_lora_budget`): they must
+read as one run by joining their names with "+" (`--runs quality_cola_3ep_moe+quality_cola_3ep_lora_budget`): they must
 share the rows, budget and seeds.
 """
 
@@ -32,6 +32,10 @@ SHARED_ARGS = ("task", "glue_dir", "tasks_dir", "metric", "seeds", "max_train_sa
 LATER_ARGS = {"stop_on": "metric"}
 
 
+def saved_arg(args: dict, key: str):
+    return args.get(key, LATER_ARGS.get(key))
+
+
 def load_run(name: str, results_dir: Path) -> dict:
     """One `bench_quality` result by name, or several joined by "+" read as one run: their rows and chosen rates
     together, refused when they differ in a `SHARED_ARGS` argument."""
@@ -43,11 +47,8 @@ def load_run(name: str, results_dir: Path) -> dict:
         runs.append(json.loads(path.read_text()))
     first = runs[0]["args"]
     for part, run in zip(name.split("+")[1:], runs[1:]):
-        def arg(args: dict, key: str):
-            return args.get(key, LATER_ARGS.get(key))
-
-        if differ := [k for k in SHARED_ARGS if arg(run["args"], k) != arg(first, k)]:
-            values = ", ".join(f"{k}={arg(run['args'], k)!r} vs {arg(first, k)!r}" for k in differ)
+        if differ := [k for k in SHARED_ARGS if saved_arg(run["args"], k) != saved_arg(first, k)]:
+            values = ", ".join(f"{k}={saved_arg(run['args'], k)!r} vs {saved_arg(first, k)!r}" for k in differ)
             raise SystemExit(f"cannot read {name} as one run: {part} differs in {', '.join(differ)} ({values})")
     methods = [m for run in runs for m in run["args"]["methods"]]
     chosen = {m: lr for run in runs for m, lr in run.get("chosen_lr", {}).items()}
