@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import matthews_corrcoef
 
 from benchmarks.common import save
 from hf_ttmoe import DEFAULT_BASE_MODEL, TTLoRAConfig, load_base_model, load_task, load_tokenizer
+from hf_ttmoe.training import compute_metrics
 
 
 @torch.no_grad()
@@ -42,14 +41,13 @@ def features(encoder, tokenizer, texts: list[str], max_length: int,
 
 def probe_scores(data: dict[str, tuple]) -> dict[str, float]:
     """A logistic regression fitted on `data["train"]` (features, labels), scored on the "validation" and "test"
-    splits: accuracy and MCC of each."""
+    splits: accuracy and MCC of each, as the adapters' evaluation computes them (`compute_metrics`)."""
     probe = LogisticRegression(max_iter=2000).fit(*data["train"])
     scores = {}
     for split in ("validation", "test"):
         x, y = data[split]
-        predicted = probe.predict(x)
-        scores[f"{split}_accuracy"] = float((predicted == np.asarray(y)).mean())
-        scores[f"{split}_mcc"] = float(matthews_corrcoef(y, predicted))
+        metrics = compute_metrics((probe.predict_proba(x), y))
+        scores.update({f"{split}_{k}": metrics[k] for k in ("accuracy", "mcc")})
     return scores
 
 

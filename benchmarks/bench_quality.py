@@ -164,6 +164,11 @@ def adapter_parameters(model) -> int:
     return sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and not is_head(n))
 
 
+def watched_quantity(args) -> str:
+    """What early stopping watches: the dev `--metric`, or "loss" (`--stop_on loss`)."""
+    return args.metric if args.stop_on == "metric" else "loss"
+
+
 def budget_arguments(args) -> tuple[dict, list]:
     """`TrainingArguments` fields for the run's budget, and the callbacks it needs: a fixed `--epochs`, or early
     stopping, which evaluates dev every `--eval_steps`, keeps the best checkpoint and stops after `--early_stopping`
@@ -172,7 +177,7 @@ def budget_arguments(args) -> tuple[dict, list]:
         return dict(num_train_epochs=args.epochs, save_strategy="no"), []
     from transformers import EarlyStoppingCallback
 
-    watched = args.metric if args.stop_on == "metric" else "loss"
+    watched = watched_quantity(args)
     return (dict(num_train_epochs=args.max_epochs, eval_strategy="steps", eval_steps=args.eval_steps,
                  save_strategy="steps", save_steps=args.eval_steps, save_total_limit=1, load_best_model_at_end=True,
                  metric_for_best_model=watched, greater_is_better=watched != "loss"),
@@ -339,7 +344,7 @@ def main() -> None:
         for seed in args.seeds[1:]:
             run(method, chosen[method], seed)
     save(args.name, {"args": vars(args), "rows": rows, "chosen_lr": chosen})
-    budget = (f"early stopping on dev {args.metric if args.stop_on == 'metric' else 'loss'} (patience "
+    budget = (f"early stopping on dev {watched_quantity(args)} (patience "
               f"{args.early_stopping} evaluations of {args.eval_steps} steps, at most {args.max_epochs:g} epochs)"
               if args.early_stopping else f"{args.epochs:g} epoch(s)")
     text = (f"`{args.task}`, {args.base_model}, {len(splits['train'])} training rows, {budget}, batch "
