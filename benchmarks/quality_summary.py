@@ -132,7 +132,7 @@ def plot(results: list[dict], a: str, b: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(1.6 * len(results) + 2, 3.6))
+    fig, ax = plt.subplots(figsize=(2.0 * len(results) + 2, 3.6))
     x = range(len(results))
     for k, (m, shift) in enumerate(((a, -0.2), (b, 0.2))):
         ax.bar([i + shift for i in x], [100 * (r[m]["mean"] or 0) for r in results], width=0.4, label=m,
@@ -140,7 +140,7 @@ def plot(results: list[dict], a: str, b: str, path: Path) -> None:
     ax.set_xticks(list(x), [f"{r['task']}, {r['budget']}\n{r['base']}\n({METRIC_NAMES[r['metric']]})"
                             for r in results])
     ax.set_ylabel("test, % (mean ± std over seeds)")
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
