@@ -59,8 +59,9 @@ def layer_index(name: str) -> int | None:
 
 
 def path_in_layer(name: str) -> str:
-    """A module path below its layer ("encoder.layer.0.attention.output.dense" -> "attention.output.dense")."""
-    return _LAYER_INDEX.split(f".{name}")[-1]
+    """A module path below its layer ("encoder.layer.0.attention.output.dense" -> "attention.output.dense"); the
+    whole path for a module outside the layers ("bert.pooler.dense")."""
+    return _LAYER_INDEX.split(f".{name}")[-1].lstrip(".")
 
 
 def target_names(model: nn.Module, targets: list[str], layers: list[int] | None = None) -> list[str]:
@@ -68,11 +69,14 @@ def target_names(model: nn.Module, targets: list[str], layers: list[int] | None 
     ("query"); a dotted target matches the path inside its layer exactly ("output.dense" is BERT's FFN output, not
     "attention.output.dense"). `layers`: only inside these transformer layers (None = anywhere)."""
 
-    def matches(name: str) -> bool:
-        return any(path_in_layer(name) == t if "." in t else name.rsplit(".", 1)[-1] == t for t in targets)
+    return [name for name, module in model.named_modules() if isinstance(module, nn.Linear)
+            and any(names_module(t, name) for t in targets) and (layers is None or layer_index(name) in layers)]
 
-    return [name for name, module in model.named_modules()
-            if isinstance(module, nn.Linear) and matches(name) and (layers is None or layer_index(name) in layers)]
+
+def names_module(target: str, name: str) -> bool:
+    """Whether `target` names the module path `name`: its last name component ("query"), or for a dotted target its
+    path inside its layer ("attention.output.dense")."""
+    return path_in_layer(name) == target if "." in target else name.rsplit(".", 1)[-1] == target
 
 
 def layer_linears(model: nn.Module) -> list[str]:

@@ -8,10 +8,10 @@ import os
 
 import pytest
 import torch
-from conftest import random_expert, rel_err, tiny_base, tiny_batch
+from conftest import random_expert, randomize_, rel_err, tiny_base, tiny_batch
 from transformers import LlamaConfig, LlamaForSequenceClassification
 
-from hf_ttmoe import TTLoRAConfig, TTLoRALinear, TTLoRAModel
+from hf_ttmoe import TTLoRAConfig, TTLoRALinear, TTLoRAModel, tt
 
 TOL = 1e-5
 
@@ -115,6 +115,46 @@ def test_load_refuses_a_different_base_or_shapes(make_expert):
     config.layers_to_transform = [0]
     with pytest.raises(ValueError, match=r"unexpected \['model\.bert\.encoder\.layer\.1"):
         TTLoRAModel.from_pretrained(path, config=config, base_model=tiny_base("bert"))
+
+
+def test_saved_expert_keeps_its_layout_when_the_automatic_one_changes(make_expert, monkeypatch, base_kind):
+    path = make_expert(base_kind, tt_rank=2)
+    batch = tiny_batch()
+    before = TTLoRAModel.from_pretrained(path, base_model=tiny_base(base_kind, num_labels=2))(**batch).logits
+    saved = TTLoRAConfig.from_pretrained(path).tt_shapes
+    assert saved == {"bert": {"query": [[8, 4], [4, 8]], "value": [[8, 4], [4, 8]]},
+                     "llama": {"q_proj": [[8, 4], [4, 8]], "v_proj": [[8, 4], [4, 4]]}}[base_kind]
+    monkeypatch.setattr("hf_ttmoe.tt.cheapest_modes", lambda n, rank, max_mode=16: [n // 2, 2])  # a later version
+    fresh = TTLoRAModel(TTLoRAConfig(num_labels=2, tt_rank=2), base_model=tiny_base(base_kind, num_labels=2))
+    assert fresh.config.tt_shapes[next(iter(saved))] == [[16, 2], [2, 16]]  # the automatic layout did change
+    after = TTLoRAModel.from_pretrained(path, base_model=tiny_base(base_kind, num_labels=2))(**batch).logits
+    assert torch.equal(after, before)
+
+
+def test_tt_shapes_keys_read_as_target_modules(tmp_path):
+    """A last name ("dense") or a path in the layer ("attention.output.dense", which wins); modules that share a name
+    but not a shape are recorded by path, and the recorded layouts rebuild the same expert."""
+    targets = ["query", "dense"]  # BERT's dense: attention output 32x32, FFN in 32->64, FFN out 64->32
+    with pytest.raises(ValueError, match=r"tt_shapes has layouts for \['attention\.query'\], which are not adapted"):
+        TTLoRAModel(TTLoRAConfig(num_labels=2, target_modules=targets,
+                                 tt_shapes={"attention.query": [[4, 8], [8, 4]]}),
+                    base_model=tiny_base("bert", num_labels=2))
+    config = TTLoRAConfig(num_labels=2, tt_rank=2, target_modules=targets,
+                          tt_shapes={"query": [[2, 16], [4, 8]], "attention.output.dense": [[2, 2, 8], [8, 2, 2]]})
+    model = randomize_(TTLoRAModel(config, base_model=tiny_base("bert", num_labels=2))).eval()
+    layouts = {n: [m.in_modes, m.out_modes] for n, m in model.named_modules() if isinstance(m, TTLoRALinear)}
+    assert layouts["model.bert.encoder.layer.1.attention.self.query"] == [[2, 16], [4, 8]]
+    assert layouts["model.bert.encoder.layer.1.attention.output.dense"] == [[2, 2, 8], [8, 2, 2]]
+    auto = {path: list(map(list, tt.tt_layout(i, o, rank=2)))  # what the automatic choice gives the others
+            for path, (i, o) in {"intermediate.dense": (32, 64), "output.dense": (64, 32),
+                                 "bert.pooler.dense": (32, 32)}.items()}  # the pooler is a "dense" too
+    assert layouts["model.bert.encoder.layer.1.output.dense"] == auto["output.dense"]
+    assert model.config.tt_shapes == {"attention.output.dense": [[2, 2, 8], [8, 2, 2]], "query": [[2, 16], [4, 8]],
+                                      **auto}
+    model.save_pretrained(tmp_path)
+    loaded = TTLoRAModel.from_pretrained(tmp_path, base_model=tiny_base("bert", num_labels=2))
+    assert {n: [m.in_modes, m.out_modes] for n, m in loaded.named_modules() if isinstance(m, TTLoRALinear)} == layouts
+    assert torch.equal(loaded(**tiny_batch()).logits, model(**tiny_batch()).logits)
 
 
 def test_failed_save_leaves_previous_checkpoint_intact(tmp_path, monkeypatch):

@@ -7,6 +7,7 @@ from torch import nn
 from hub_cards import ExpertCardData
 
 from ..adapter import AdapterModel
+from ..architectures import names_module, path_in_layer
 from .config import TTLoRAConfig
 from .convert import from_lora
 from .hub import expert_facts
@@ -37,14 +38,19 @@ class TTLoRAModel(AdapterModel):
         expert_facts(data, self.config, self.adapter_state_dict(), dims, data.model_id)
 
     def _inject_adapters(self) -> None:
-        """Swap in the TT-LoRA layers (a layout that does not fit its module fails there, naming it); then every
-        `tt_shapes` key must have named an adapted module (by its last name component)."""
+        """Swap in the TT-LoRA layers (a layout that does not fit its module fails there, naming it); every
+        `tt_shapes` key must have named an adapted module. Then `config.tt_shapes` is set to every adapted module's
+        layout as built (`resolved_layouts`), so a saved expert is rebuilt with its own layout even if the automatic
+        choice changes in a later version."""
         super()._inject_adapters()
-        adapted = sorted({layer.name.rsplit(".", 1)[-1] for layer in self.adapter_layers()})
-        unknown = sorted(set(self.config.tt_shapes or {}) - set(adapted))
+        layers = self.adapter_layers()
+        paths = [layer.name for layer in layers]
+        unknown = sorted(k for k in self.config.tt_shapes or {} if not any(names_module(k, p) for p in paths))
         if unknown:
+            adapted = sorted({p.rsplit(".", 1)[-1] for p in paths})
             raise ValueError(f"tt_shapes has layouts for {unknown}, which are not adapted modules; adapted: "
                              f"{adapted} (target_modules={self.config.target_modules}).")
+        self.config.tt_shapes = resolved_layouts(layers)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
                 labels=None, **kwargs):
@@ -57,7 +63,7 @@ class TTLoRAModel(AdapterModel):
 
     def _make_adapter_layer(self, name: str, linear: nn.Linear) -> TTLoRALinear:
         c = self.config
-        in_modes, out_modes = (c.tt_shapes or {}).get(name.rsplit(".", 1)[-1], (None, None))
+        in_modes, out_modes = layout_for(name, c.tt_shapes)
         return TTLoRALinear(linear, in_modes, out_modes, c.tt_rank, c.alpha, c.forward_impl, c.dropout, name=name,
                             init=c.init)
 
@@ -78,5 +84,26 @@ class TTLoRAModel(AdapterModel):
         for layer in self.adapter_layers():
             layer.forward_impl = forward_impl
 
+
+def layout_for(module: str, tt_shapes: dict | None) -> tuple[list[int] | None, list[int] | None]:
+    """`[in_modes, out_modes]` that `tt_shapes` gives the module path `module`, its keys read as `target_modules`
+    entries are (`architectures.names_module`): a dotted key (its path in the layer, "attention.output.dense") wins
+    over its last name ("dense"); `(None, None)` (automatic) when no key names it."""
+    keys = sorted((k for k in tt_shapes or {} if names_module(k, module)), key=lambda k: "." in k)
+    return tuple(tt_shapes[keys[-1]]) if keys else (None, None)
+
+
+def resolved_layouts(layers: list[TTLoRALinear]) -> dict[str, list[list[int]]]:
+    """Every layer's `[in_modes, out_modes]`, keyed by the module's last name ("query") where all modules of that
+    name share one layout, else by each module's path in its layer (BERT's three "dense" linears differ in shape)."""
+    by_name: dict[str, dict[str, list[list[int]]]] = {}
+    for layer in layers:
+        by_name.setdefault(layer.name.rsplit(".", 1)[-1], {})[path_in_layer(layer.name)] = [layer.in_modes,
+                                                                                              layer.out_modes]
+    shapes = {}
+    for name, paths in sorted(by_name.items()):
+        distinct = {(tuple(i), tuple(o)) for i, o in paths.values()}
+        shapes.update({name: next(iter(paths.values()))} if len(distinct) == 1 else sorted(paths.items()))
+    return shapes
 
 __all__ = ["TTLoRAModel"]
