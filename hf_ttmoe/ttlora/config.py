@@ -21,8 +21,8 @@ class TTLoRAConfig(AdapterConfig):
             ΔW is refused (`TTLoRALinear`).
         alpha: ΔW is scaled by `alpha / r`, `r` the rank at the input/output boundary (LoRA's `alpha / r`); > 0.
         tt_shapes: per target module, `[in_modes, out_modes]`, e.g. `{"q_proj": [[16, 8, 4, 4], [4, 4, 8, 16]]}`. A
-            key names the modules whose path it ends (a last name such as "q_proj", or a longer suffix such as
-            "attention.output.dense"); the longest key naming a module wins. Modules no key names are factorized
+            key reads as a `target_modules` entry: a last name ("dense") or a path inside the layer
+            ("attention.output.dense"), which wins over a last name. Modules no key names are factorized
             automatically (balanced modes, cheapest chain order); a key that names no adapted module is refused.
             Building the model sets this to every adapted module's layout, so a saved expert keeps its layout.
         forward_impl: "factors" (build U, V from the cores, two skinny GEMMs), "contraction" (chain of einsums over
@@ -37,7 +37,7 @@ class TTLoRAConfig(AdapterConfig):
     tt_rank: int | list[int] = field(default=5, metadata={"help": "TT rank: one int or the list of inner ranks."})
     alpha: float = field(default=16.0, metadata={"help": "Scale: ΔW is multiplied by alpha / boundary rank."})
     tt_shapes: dict[str, list[list[int]]] | None = field(
-        default=None, metadata={"help": "Per module name or path suffix: [in_modes, out_modes]; others automatic."}
+        default=None, metadata={"help": "Per module (last name or path in its layer): [in_modes, out_modes]."}
     )
     forward_impl: str = field(default="factors", metadata={"help": f"One of {FORWARD_IMPLS}."})
     dropout: float = field(default=0.0, metadata={"help": "Dropout probability on the adapter input."})

@@ -106,4 +106,5 @@ def resolved_layouts(layers: list[TTLoRALinear]) -> dict[str, list[list[int]]]:
         shapes.update({name: next(iter(paths.values()))} if len(distinct) == 1 else sorted(paths.items()))
     return shapes
 
+
 __all__ = ["TTLoRAModel"]
