@@ -89,8 +89,8 @@ def layout_for(module: str, tt_shapes: dict | None) -> tuple[list[int] | None, l
     """`[in_modes, out_modes]` that `tt_shapes` gives the module path `module`, its keys read as `target_modules`
     entries are (`architectures.names_module`): a dotted key (its path in the layer, "attention.output.dense") wins
     over its last name ("dense"); `(None, None)` (automatic) when no key names it."""
-    keys = sorted((k for k in tt_shapes or {} if names_module(k, module)), key=lambda k: "." in k)
-    return tuple(tt_shapes[keys[-1]]) if keys else (None, None)
+    keys = [k for k in tt_shapes or {} if names_module(k, module)]
+    return tuple(tt_shapes[max(keys, key=lambda k: "." in k)]) if keys else (None, None)
 
 
 def resolved_layouts(layers: list[TTLoRALinear]) -> dict[str, list[list[int]]]:
