@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from benchmarks.lr_grid import choose_lr
 from benchmarks.multitask import __main__ as cli
 from benchmarks.multitask.adapterfusion import WORKER, job
 from benchmarks.multitask.heads import TaskHeads, score
+from benchmarks.multitask.jobs import STAGE_MINUTES, pending_stages, run_in_processes, split_stages
 from benchmarks.multitask.report import write_report
 from benchmarks.multitask.rows import export_rows, read_labels, read_rows, timing_rows
 from benchmarks.multitask.run import Run, write_json
@@ -56,9 +58,12 @@ def test_settings_validate_and_key_experts_by_what_trains_them():
 
 def test_cli_task_pools_and_missing_data(tmp_path):
     assert cli.parse_args(["--name", "x"])[1].tasks == list(PAPER_TASKS)
-    _, settings, _ = cli.parse_args(["--name", "x", "--tasks", "all", "--max_train", "7", "--seeds", "0", "1"])
+    _, settings, _, jobs = cli.parse_args(["--name", "x", "--tasks", "all", "--max_train", "7", "--seeds", "0", "1"])
     assert len(settings.tasks) == len(set(settings.tasks)) == 18 and settings.tasks == list(ALL_TASKS)
-    assert settings.max_train == 7 and settings.seeds == [0, 1]
+    assert settings.max_train == 7 and settings.seeds == [0, 1] and jobs == 1
+    assert cli.parse_args(["--name", "x", "--jobs", "2"])[3] == 2
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--name", "x", "--jobs", "0"])
     with pytest.raises(SystemExit, match=r"skipped: .*rte: .*nowhere"):
         cli.main(["--name", "x", "--tasks", "rte", "rotten_tomatoes", "--tasks_dir", str(tmp_path / "nowhere")])
 
@@ -77,6 +82,36 @@ def test_stages_run_once_and_a_run_keeps_its_settings(tmp_path):
     with pytest.raises(ValueError, match="plain folder name"):
         Run("../up", settings, results_root=tmp_path / "res", work_root=tmp_path / "work")
     assert run.expert_dir("ttlora", "a", "k1") == tmp_path / "work" / "experts" / "ttlora" / "a-k1"
+
+
+def test_stages_split_into_balanced_jobs_and_finished_ones_are_not_rerun(tmp_path):
+    six = [(0, m) for m in ("ttmoe", "lora", "mtl_lora", "adapterfusion")]
+    assert split_stages(six, 1) == [six]
+    # the six-task run's measured stages (14, 45, 12, 38 min) as two processes: 57 and 52 min instead of 109
+    assert split_stages(six, 2) == [[(0, "lora"), (0, "mtl_lora")], [(0, "ttmoe"), (0, "adapterfusion")]]
+    assert len(split_stages(six, 9)) == 4  # no empty groups
+    two_seeds = [(seed, m) for seed in (0, 1) for _, m in six]
+    groups = split_stages(two_seeds, 2)
+    assert sorted(st for g in groups for st in g) == sorted(two_seeds)
+    assert [sum(STAGE_MINUTES[m] for _, m in g) for g in groups] == [109, 109]
+    assert all(g == sorted(g, key=two_seeds.index) for g in groups)  # run order kept within a group
+    with pytest.raises(ValueError, match="jobs=0"):
+        split_stages(six, 0)
+    run = Run("r", Settings(tasks=["a", "b"], methods=["ttmoe", "lora", "arrow"], seeds=[0, 1]),
+              results_root=tmp_path / "res", work_root=tmp_path / "work")
+    run.stage("seed0/lora", lambda: {})
+    assert pending_stages(run) == [(0, "ttmoe"), (1, "ttmoe"), (1, "lora")]
+
+
+def test_parallel_stages_all_finish_and_failures_are_named(tmp_path):
+    # a standard-library worker (each spawned process imports the worker's module; ours would load torch three times)
+    (tmp_path / "taken").mkdir()
+    groups = [str(tmp_path / "a"), str(tmp_path / "taken"), str(tmp_path / "b")]
+    with pytest.raises(SystemExit, match=r"taken: FileExistsError") as failure:
+        run_in_processes(groups, os.mkdir)
+    assert str(tmp_path / "a") not in str(failure.value)
+    assert (tmp_path / "a").is_dir() and (tmp_path / "b").is_dir()  # the others finished
+    assert run_in_processes([str(tmp_path / "c")], os.path.isdir) == [False]  # results come back, in group order
 
 
 def test_exported_rows_are_the_rows_the_library_loads(pool, tmp_path):

@@ -4,41 +4,42 @@ over LoRA experts and one multi-task LoRA, on the same base, rows, steps and see
     python -m benchmarks.multitask --name paper6                 # the paper's six GLUE tasks, default caps
     python -m benchmarks.multitask --name all18 --tasks all       # every task on the machine (18)
     python -m benchmarks.multitask --name smoke --tasks rte cola --max_train 32 --max_eval 16 --timing_reps 2
+    python -m benchmarks.multitask --name paper6 --jobs 2       # the method stages as two processes
 
 Stages, each skipped on rerun when its JSON exists (benchmarks/results/multitask/<name>/): rows -> per seed:
 ttmoe, lora (+ arrow, xlora), mtl_lora, adapterfusion -> timing -> report (results.json, results.md, PNGs).
+With `--jobs N` the method stages run in N processes at once (balanced by their measured cost), each with
+`--threads` threads (default: the machine's cores / N); the results are the same as a serial run's.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from functools import partial
 
 import torch
 
-from .adapterfusion import run_adapterfusion
-from .mtl_lora import run_mtl_lora
-from .peft_experts import run_peft_experts
+from .jobs import pending_stages, run_in_processes, run_stages, split_stages
 from .report import write_report
 from .rows import export_rows
 from .run import Run
 from .settings import ALL_TASKS, METHODS, PAPER_TASKS, Settings
 from .timing import run_timing
-from .ttmoe import run_ttmoe
-
-# method -> the stage that runs it (arrow and xlora run in the LoRA experts' stage, over its experts)
-STAGES = {"ttmoe": run_ttmoe, "lora": run_peft_experts, "mtl_lora": run_mtl_lora, "adapterfusion": run_adapterfusion}
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[str, Settings, int | None]:
+def parse_args(argv: list[str] | None = None) -> tuple[str, Settings, int | None, int]:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.multitask", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", required=True, help="run name: results/multitask/<name>/, runs/multitask/<name>/")
     parser.add_argument("--tasks", nargs="+", default=list(PAPER_TASKS),
                         help=f"task pool; 'paper' = {' '.join(PAPER_TASKS)}; 'all' = the {len(ALL_TASKS)} tasks")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--threads", type=int,
+                        help="torch intra-op threads per process (default: torch's; with --jobs N, cores / N)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="processes that run the method stages at once (each trains its own methods)")
     defaults = Settings()
     for f in dataclasses.fields(Settings):
         if f.name in ("tasks", "methods"):
@@ -49,16 +50,20 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, Settings, int | None
         else:
             parser.add_argument(f"--{f.name}", type=type(value), default=value)
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs {args.jobs}: expected a number of processes >= 1")
     tasks = {"paper": list(PAPER_TASKS), "all": list(ALL_TASKS)}.get(" ".join(args.tasks), args.tasks)
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Settings)}
-    return args.name, Settings(**{**values, "tasks": tasks}), args.threads
+    return args.name, Settings(**{**values, "tasks": tasks}), args.threads, args.jobs
 
 
 def main(argv: list[str] | None = None) -> dict:
-    name, settings, threads = parse_args(argv)
+    name, settings, threads, jobs = parse_args(argv)
     if missing := settings.missing_data():
         raise SystemExit("skipped: the task data is not on this machine (../shared/data, see benchmarks/README.md): "
                          + "; ".join(missing))
+    if jobs > 1 and not threads:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
     if threads:
         torch.set_num_threads(threads)
     run = Run(name, settings)
@@ -67,10 +72,14 @@ def main(argv: list[str] | None = None) -> dict:
           f"{settings.epochs:g} epoch(s), batch {settings.batch_size}, max length {settings.max_length}", flush=True)
     rows_dir = run.work / "rows"
     run.stage("rows", lambda: {"tasks": export_rows(settings.tasks, settings, rows_dir)})
-    for seed in settings.seeds:
-        for method, stage in STAGES.items():
-            if method in settings.methods:
-                run.stage(f"seed{seed}/{method}", partial(stage, run, seed, rows_dir))
+    stages = pending_stages(run)
+    where = (rows_dir, threads, run.results.parent, run.work.parent)
+    if jobs > 1 and len(stages) > 1:
+        groups = split_stages(stages, jobs)
+        print(f"[{name}] {len(groups)} processes, {threads} thread(s) each: {groups}", flush=True)
+        run_in_processes(groups, run_stages, name, settings, *where)
+    else:
+        run_stages(stages, name, settings, *where)
     run.stage("timing", partial(run_timing, run, settings.seeds[0], rows_dir))
     return write_report(run)
 
