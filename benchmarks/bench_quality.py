@@ -201,7 +201,8 @@ def train_one(method: str, lr: float, seed: int, args, splits, label_names, toke
     training_args = TrainingArguments(
         output_dir=run_dir, learning_rate=lr, per_device_train_batch_size=args.batch_size,
         per_device_eval_batch_size=128, report_to=[], use_cpu=args.device == "cpu", seed=seed, logging_steps=50,
-        warmup_steps=args.warmup, weight_decay=args.weight_decay, disable_tqdm=True, **budget)
+        warmup_steps=args.warmup, weight_decay=args.weight_decay, disable_tqdm=True,
+        train_sampling_strategy="group_by_length" if args.group_by_length else "random", **budget)
     optimizer = None
     if args.head_lr is not None:  # AdamW as Trainer builds it, the task head in a group of its own
         params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -272,6 +273,9 @@ def main() -> None:
     parser.add_argument("--max_dev_samples", type=int, default=2000, help="validation rows (choose lr, stop early)")
     parser.add_argument("--max_test_samples", type=int)
     parser.add_argument("--max_length", type=int, default=128)
+    parser.add_argument("--group_by_length", action="store_true",
+                        help="batches of similar lengths (Trainer's LengthGroupedSampler, random groups of 50 "
+                        "batches sorted by length): less padding on tasks with a long tail, such as RTE's pairs")
     parser.add_argument("--batch_size", type=int, default=ADAPTER_RECIPE["per_device_train_batch_size"])
     parser.add_argument("--epochs", type=float, default=1.0, help="fixed budget (without --early_stopping)")
     parser.add_argument("--early_stopping", type=int, default=0, help="patience in evaluations; 0 = fixed budget")
