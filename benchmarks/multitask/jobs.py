@@ -77,7 +77,7 @@ def run_in_processes(groups: Sequence, fn: Callable, *args) -> list:
         for group, future in zip(groups, futures):
             try:
                 results.append(future.result())
-            except Exception as error:  # noqa: BLE001: reported below with the group it came from
+            except Exception as error:  # reported below with the group it came from
                 failed.append(f"{group}: {type(error).__name__}: {error}")
     if failed:
         raise SystemExit("stages failed in their worker processes (finished ones are saved; rerun to resume):\n  "
