@@ -9,7 +9,7 @@ over LoRA experts and one multi-task LoRA, on the same base, rows, steps and see
 Stages, each skipped on rerun when its JSON exists (benchmarks/results/multitask/<name>/): rows -> per seed:
 ttmoe, lora (+ arrow, xlora), mtl_lora, adapterfusion -> timing -> report (results.json, results.md, PNGs).
 With `--jobs N` the method stages run in N processes at once (balanced by their measured cost), each with
-`--threads` threads (default: the machine's cores / N); the results are the same as a serial run's.
+`--threads` threads (default: the machine's cores / N); a stage trains and saves the same whichever process runs it.
 """
 
 from __future__ import annotations
