@@ -21,7 +21,7 @@ from functools import partial
 
 import torch
 
-from .jobs import pending_stages, run_in_processes, run_stages, split_stages
+from .jobs import pending_stages, run_in_processes, run_stages, split_stages, stage_worker
 from .report import write_report
 from .rows import export_rows
 from .run import Run
@@ -73,13 +73,12 @@ def main(argv: list[str] | None = None) -> dict:
     rows_dir = run.work / "rows"
     run.stage("rows", lambda: {"tasks": export_rows(settings.tasks, settings, rows_dir)})
     stages = pending_stages(run)
-    where = (rows_dir, threads, run.results.parent, run.work.parent)
     if jobs > 1 and len(stages) > 1:
         groups = split_stages(stages, jobs)
         print(f"[{name}] {len(groups)} processes, {threads} thread(s) each: {groups}", flush=True)
-        run_in_processes(groups, run_stages, name, settings, *where)
+        run_in_processes(groups, stage_worker, name, settings, rows_dir, threads, run.results.parent, run.work.parent)
     else:
-        run_stages(stages, name, settings, *where)
+        run_stages(run, stages, rows_dir)
     run.stage("timing", partial(run_timing, run, settings.seeds[0], rows_dir))
     return write_report(run)
 

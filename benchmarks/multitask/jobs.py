@@ -18,7 +18,7 @@ import torch
 from .adapterfusion import run_adapterfusion
 from .mtl_lora import run_mtl_lora
 from .peft_experts import run_peft_experts
-from .run import Run
+from .run import Run, method_stage
 from .settings import Settings
 from .ttmoe import run_ttmoe
 
@@ -29,15 +29,11 @@ STAGES = {"ttmoe": run_ttmoe, "lora": run_peft_experts, "mtl_lora": run_mtl_lora
 STAGE_MINUTES = {"ttmoe": 14, "lora": 45, "mtl_lora": 12, "adapterfusion": 38}
 
 
-def stage_name(seed: int, method: str) -> str:
-    return f"seed{seed}/{method}"
-
-
 def pending_stages(run: Run) -> list[tuple[int, str]]:
     """(seed, method) of every method stage the run's settings ask for that has not finished, in run order."""
     s = run.settings
     return [(seed, method) for seed in s.seeds for method in STAGES
-            if method in s.methods and run.done(stage_name(seed, method)) is None]
+            if method in s.methods and run.done(method_stage(seed, method)) is None]
 
 
 def split_stages(stages: Sequence[tuple[int, str]], jobs: int) -> list[list[tuple[int, str]]]:
@@ -55,15 +51,18 @@ def split_stages(stages: Sequence[tuple[int, str]], jobs: int) -> list[list[tupl
     return [sorted(g, key=order.__getitem__) for g in groups if g]
 
 
-def run_stages(stages: Sequence[tuple[int, str]], name: str, settings: Settings, rows_dir: Path, threads: int | None,
-               results_root: Path, work_root: Path) -> list[str]:
-    """Runs `stages` one after another in this process (a worker of `run_in_processes`, or the whole run)."""
+def run_stages(run: Run, stages: Sequence[tuple[int, str]], rows_dir: Path) -> None:
+    """Runs `stages` one after another, each saved when it finishes."""
+    for seed, method in stages:
+        run.stage(method_stage(seed, method), partial(STAGES[method], run, seed, rows_dir))
+
+
+def stage_worker(stages: Sequence[tuple[int, str]], name: str, settings: Settings, rows_dir: Path,
+                 threads: int | None, results_root: Path, work_root: Path) -> None:
+    """`run_stages` in a process of its own (`run_in_processes`): the run rebuilt from what pickles."""
     if threads:
         torch.set_num_threads(threads)
-    run = Run(name, settings, results_root, work_root)
-    for seed, method in stages:
-        run.stage(stage_name(seed, method), partial(STAGES[method], run, seed, rows_dir))
-    return [stage_name(*st) for st in stages]
+    run_stages(Run(name, settings, results_root, work_root), stages, rows_dir)
 
 
 def run_in_processes(groups: Sequence, fn: Callable, *args) -> list:

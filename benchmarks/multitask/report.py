@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .run import Run, write_json
+from .run import Run, method_stage, write_json
 
 LABELS = {
     "ttmoe": "TT-LoRA MoE (routed)",
@@ -31,10 +31,10 @@ def gather(run: Run) -> dict:
     per_seed, errors, stages, lr_choice = {}, {}, {}, {}
     for seed in s.seeds:
         for stage in ("ttmoe", "lora", "mtl_lora", "adapterfusion"):
-            result = run.done(f"seed{seed}/{stage}")
+            result = run.done(method_stage(seed, stage))
             if result is None:
                 continue
-            stages[f"seed{seed}/{stage}"] = {"wall_s": result.get("wall_s"), **result.get("training", {})}
+            stages[method_stage(seed, stage)] = {"wall_s": result.get("wall_s"), **result.get("training", {})}
             errors.update(result.get("errors", {}))
             if "lr_choice" in result:
                 lr_choice.setdefault(LR_GRIDS[stage][0], {})[f"seed{seed}"] = result["lr_choice"]

@@ -25,6 +25,11 @@ SETTINGS_FILE = "settings.json"
 SETTINGS_BEFORE = {"extend_grid": 0}
 
 
+def method_stage(seed: int, method: str) -> str:
+    """The stage that trains and scores `method` for `seed` (its JSON: `<results>/seed<seed>/<method>.json`)."""
+    return f"seed{seed}/{method}"
+
+
 def write_json(path: Path, payload) -> None:
     """`payload` as indented JSON at `path`, atomically (a stage interrupted mid-write leaves no half file)."""
     path.parent.mkdir(parents=True, exist_ok=True)

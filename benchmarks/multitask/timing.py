@@ -18,7 +18,7 @@ from hf_ttmoe import TTLoRAConfig, TTLoRAMoEModel, load_tokenizer
 from hf_ttmoe.adapter import resolve_base_model
 
 from .rows import read_labels, timing_rows
-from .run import Run
+from .run import Run, method_stage
 
 
 def timing_batch(run: Run, rows_dir: Path, tokenizer) -> tuple[dict, torch.Tensor]:
@@ -36,11 +36,11 @@ def predictors(run: Run, seed: int, rows_dir: Path) -> dict:
     """Each finished method's `predict(batch, task_ids)`, rebuilt from what its stage saved."""
     s = run.settings
     fns = {}
-    if (tt := run.done(f"seed{seed}/ttmoe")) is not None:
+    if (tt := run.done(method_stage(seed, "ttmoe"))) is not None:
         moe = TTLoRAMoEModel.from_pretrained(tt["router_dir"]).eval()
         fns["ttmoe"] = lambda batch, task_ids: moe(**batch)
         fns["ttmoe_oracle"] = lambda batch, task_ids: moe(**batch, expert_index=task_ids)
-    if (lora := run.done(f"seed{seed}/lora")) is not None:
+    if (lora := run.done(method_stage(seed, "lora"))) is not None:
         from . import peft_experts as pe
 
         experts = {t: Path(p) for t, p in lora["experts"].items()}
@@ -49,7 +49,7 @@ def predictors(run: Run, seed: int, rows_dir: Path) -> dict:
             fns["arrow"] = pe.arrow_model(run, experts, seed)[0]
         if "xlora" in lora["methods"]:
             fns["xlora"] = pe.xlora_predictor(pe.load_xlora(run, experts, seed))
-    if run.done(f"seed{seed}/mtl_lora") is not None:
+    if run.done(method_stage(seed, "mtl_lora")) is not None:
         from .mtl_lora import load_mtl_lora, predictor
 
         fns["mtl_lora"] = predictor(load_mtl_lora(run, [len(read_labels(rows_dir, t)) for t in s.tasks], seed))
@@ -69,7 +69,7 @@ def run_timing(run: Run, seed: int, rows_dir: Path) -> dict:
         seconds = interleaved(fns, reps=s.timing_reps)
     methods = {name: {"ms_per_row": 1000 * sec / len(task_ids), "x_base": sec / seconds["base"]}
                for name, sec in seconds.items() if name != "base"}
-    if (af := run.done(f"seed{seed}/adapterfusion")) is not None:
+    if (af := run.done(method_stage(seed, "adapterfusion"))) is not None:
         t = af["timing"]
         methods["adapterfusion"] = {"ms_per_row": 1000 * t["adapterfusion_s"] / t["rows"],
                                     "x_base": t["adapterfusion_s"] / t["base_s"], "own_process": True}
