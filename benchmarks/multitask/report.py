@@ -93,9 +93,10 @@ def markdown(result: dict) -> str:
                      "1; a row sent to another expert counts wrong here, `python -m benchmarks.multitask.scaling` "
                      "also scores it by the label name it is answered with).")
     if result.get("lr_choice"):
-        lines += ["", "Learning rates chosen per task on its validation rows (* = at an end of the grid, which may "
-                  "then not bracket the best rate):", "",
-                  "| trained per task | grid | seed | " + " | ".join(tasks) + " |",
+        lines += ["", "Learning rates chosen per task on its validation rows, from the grid widened by up to "
+                  f"{s.get('extend_grid', 0)} rate(s) past an end while that end was best (* = still at an end, "
+                  "which may then not bracket the best rate):", "",
+                  "| trained per task | starting grid | seed | " + " | ".join(tasks) + " |",
                   "|---|---|---|" + "---:|" * len(tasks)]
         grids = {label: field for label, field in LR_GRIDS.values()}
         for label, by_seed in result["lr_choice"].items():
