@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .run import Run, method_stage, write_json
+from .run import SETTINGS_BEFORE, Run, method_stage, write_json
 
 LABELS = {
     "ttmoe": "TT-LoRA MoE (routed)",
@@ -93,8 +93,9 @@ def markdown(result: dict) -> str:
                      "1; a row sent to another expert counts wrong here, `python -m benchmarks.multitask.scaling` "
                      "also scores it by the label name it is answered with).")
     if result.get("lr_choice"):
+        widened = s.get("extend_grid", SETTINGS_BEFORE["extend_grid"])  # results written before the option lack it
         lines += ["", "Learning rates chosen per task on its validation rows, from the grid widened by up to "
-                  f"{s.get('extend_grid', 0)} rate(s) past an end while that end was best (* = still at an end, "
+                  f"{widened} rate(s) past an end while that end was best (* = still at an end, "
                   "which may then not bracket the best rate):", "",
                   "| trained per task | starting grid | seed | " + " | ".join(tasks) + " |",
                   "|---|---|---|" + "---:|" * len(tasks)]
