@@ -217,6 +217,8 @@ def train_one(method: str, lr: float, seed: int, args, splits, label_names, toke
     trainer.train()
     row = {"method": method, "lr": lr, "seed": seed, "train_s": round(time.perf_counter() - t0, 1),
            "steps": trainer.state.global_step, "adapter_params": adapter_parameters(model)}
+    if args.early_stopping:  # the step of the dev-best checkpoint, the one evaluated below
+        row["best_step"] = trainer.state.best_global_step
     for split, prefix in (("validation", "dev"), ("test", "test")):
         metrics = trainer.evaluate(splits[split], metric_key_prefix=prefix)
         row.update({f"{prefix}_{k}": metrics[f"{prefix}_{k}"] for k in METRICS})
@@ -244,8 +246,10 @@ def tables(args, rows: list[dict], chosen: dict[str, float]) -> str:
     for method in args.methods:
         rs = [r for r in rows if r["method"] == method and r["lr"] == chosen.get(method) and r["seed"] in args.seeds]
         if rs:
-            steps = statistics.median(r["steps"] for r in rs)
-            out.append(f"| {method} | {rs[0]['adapter_params']:,} | {chosen[method]:g} | {steps:g} | "
+            steps = f"{statistics.median(r['steps'] for r in rs):g}"
+            if all(r.get("best_step") for r in rs):
+                steps += f" (best {statistics.median(r['best_step'] for r in rs):g})"
+            out.append(f"| {method} | {rs[0]['adapter_params']:,} | {chosen[method]:g} | {steps} | "
                        + " | ".join(mean_std([r[f"test_{k}"] for r in rs]) for k in METRICS) + f" | {len(rs)} |")
     return "\n".join(out)
 

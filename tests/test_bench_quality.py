@@ -244,3 +244,20 @@ def test_summary_reads_two_runs_joined_by_plus_as_one(tmp_path):
     assert out[0]["budget"] == "ES 3x25 on loss, ≤3 ep"
     with pytest.raises(SystemExit, match="no results .*missing.json"):
         quality_summary.main(["--pair", "moe", "lora_budget", "--runs", "a+missing", "--name", "x"], tmp_path)
+
+
+def test_tables_show_the_best_checkpoint_step_when_every_run_has_one():
+    """`bench_quality.tables`: the test table's steps column carries the median dev-best step of early-stopped runs,
+    and only the steps run when a row has none (a fixed budget, or a row saved before rows recorded it)."""
+    from benchmarks.bench_quality import tables
+
+    def row(seed, steps, best=None):
+        r = {"method": "moe", "lr": 2e-4, "seed": seed, "steps": steps, "adapter_params": 10,
+             **{f"{split}_{k}": 0.5 for split in ("dev", "test") for k in ("accuracy", "f1", "macro_f1", "mcc")}}
+        return r if best is None else {**r, "best_step": best}
+
+    args = argparse.Namespace(seeds=[0, 1, 2], methods=["moe"], metric="mcc")
+    early = tables(args, [row(0, 1150, 650), row(1, 1100, 600), row(2, 1150, 900)], {"moe": 2e-4})
+    assert "| moe | 10 | 0.0002 | 1150 (best 650) |" in early
+    mixed = tables(args, [row(0, 1150, 650), row(1, 1100)], {"moe": 2e-4})
+    assert "| moe | 10 | 0.0002 | 1125 |" in mixed
