@@ -249,11 +249,11 @@ def test_summary_reads_two_runs_joined_by_plus_as_one(tmp_path):
 def test_tables_show_the_best_checkpoint_step_when_every_run_has_one():
     """`bench_quality.tables`: the test table's steps column carries the median dev-best step of early-stopped runs,
     and only the steps run when a row has none (a fixed budget, or a row saved before rows recorded it)."""
-    from benchmarks.bench_quality import tables
+    from benchmarks.bench_quality import METRICS, tables
 
     def row(seed, steps, best=None):
         r = {"method": "moe", "lr": 2e-4, "seed": seed, "steps": steps, "adapter_params": 10,
-             **{f"{split}_{k}": 0.5 for split in ("dev", "test") for k in ("accuracy", "f1", "macro_f1", "mcc")}}
+             **{f"{split}_{k}": 0.5 for split in ("dev", "test") for k in METRICS}}
         return r if best is None else {**r, "best_step": best}
 
     args = argparse.Namespace(seeds=[0, 1, 2], methods=["moe"], metric="mcc")
