@@ -122,7 +122,8 @@ def markdown(results: list[dict], a: str, b: str) -> str:
         lines.append(f"| {r['task']} | {r['base']} | {r['budget']} | {METRIC_NAMES[r['metric']]} | {cells[0]} | "
                      f"{cells[1]} | {diff} | {pct(r[a]['accuracy'])} | {pct(r[b]['accuracy'])} | {seeds} |")
     done = [r for r in results if r["complete"]]
-    lines += ["", f"{a} ≥ {b} on {sum(r['diff_mean'] >= 0 for r in done)} of {len(done)} finished tasks."]
+    ahead = sum(r["diff_mean"] >= 0 for r in done)
+    lines += ["", f"{a} ≥ {b} on {ahead} of {len(done)} finished rows (task, base, budget)."]
     return "\n".join(lines)
 
 

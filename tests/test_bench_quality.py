@@ -198,7 +198,7 @@ def test_summary_pairs_seeds_at_each_methods_chosen_rate(tmp_path):
     text = (tmp_path / "s.md").read_text()
     assert "| cola | tiny-base | 1 ep | MCC | 40.00 ± 10.00 (0.002) | 37.50 ± 2.50 (0.001) | +2.50 ± 7.50 (ahead)" \
         in text
-    assert "0 (unfinished)" in text and "moe ≥ lora_budget on 1 of 1 finished tasks." in text
+    assert "0 (unfinished)" in text and "moe ≥ lora_budget on 1 of 1 finished rows (task, base, budget)." in text
     assert (tmp_path / "s.png").stat().st_size > 0
     with pytest.raises(SystemExit, match="does not run"):
         quality_summary.main(["--pair", "moe", "tt", "--runs", "cola", "--name", "s"], tmp_path)
