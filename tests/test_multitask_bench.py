@@ -1,6 +1,7 @@
 """The pieces of `benchmarks/multitask` that run quickly and offline (the benchmark itself, and its AdapterFusion
 environment, are not run here): settings, the resumable stages, the exported rows, per-task heads and scoring, the
-AdapterFusion job and worker's isolation, and the report written from fixture results."""
+AdapterFusion job and worker's isolation, the report written from fixture results, and the attention router of the
+router-features reference."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from benchmarks.multitask.adapterfusion import WORKER, job
 from benchmarks.multitask.heads import TaskHeads, score
 from benchmarks.multitask.jobs import STAGE_MINUTES, pending_stages, run_in_processes, split_stages
 from benchmarks.multitask.report import write_report
+from benchmarks.multitask.router_features import AttentionRouter, padded, summary
 from benchmarks.multitask.rows import export_rows, read_labels, read_rows, timing_rows
 from benchmarks.multitask.run import Run, write_json
 from benchmarks.multitask.settings import ALL_TASKS, PAPER_TASKS, Settings
@@ -215,3 +217,37 @@ def test_report_from_fixture_results(tmp_path):
         assert (tmp_path / "rep" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((tmp_path / "rep" / "results.json").read_text())["methods"].keys() == {
         "ttmoe", "ttmoe_oracle", "adapterfusion"}
+
+
+def test_attention_router_pools_each_segment_over_its_own_tokens():
+    torch.manual_seed(0)
+    heads, width = 2, 8
+    net = AttentionRouter(width, num_tasks=3, heads=heads)
+    hidden = torch.randn(3, 6, width)
+    types = torch.tensor([[0, 0, 0, 1, 1, 0], [0, 0, 0, 0, 0, 0], [0, 1, 1, 1, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 0, 0]])
+    pooled = net.pool(hidden, mask, types)
+    scores = net.score(hidden)
+    for b in range(3):  # the reference: one softmax per segment and head over that segment's real tokens only
+        for segment in (0, 1):
+            tokens = ((mask[b] > 0) & (types[b] == segment)).nonzero().flatten()
+            for h in range(heads):
+                weights = scores[b, tokens, h].softmax(0)
+                expected = (weights[:, None] * hidden[b, tokens]).sum(0) if len(tokens) else torch.zeros(width)
+                got = pooled[b, (segment * heads + h) * width : (segment * heads + h + 1) * width]
+                torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    noisy = hidden.clone()
+    noisy[mask == 0] = 1e3  # whatever sits under the padding changes nothing
+    torch.testing.assert_close(net(noisy, mask, types), net(hidden, mask, types))
+    net(hidden, mask, types).sum().backward()  # row 1 has no second segment: no NaN may reach the gradients
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+def test_padded_rows_and_router_summary():
+    ids, types, mask = padded([([5, 6, 7], [0, 0, 1]), ([8], [0])])
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0]] and types.tolist() == [[0, 0, 1], [0, 0, 0]]
+    assert mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    y = torch.tensor([0, 0, 1, 1])
+    out = summary([torch.tensor([0, 1, 1, 1]), torch.tensor([0, 0, 1, 0])], y, ["a", "b"])
+    assert out["accuracy"] == pytest.approx(75.0) and out["std"] == pytest.approx(0.0)
+    assert out["per_task"] == pytest.approx({"a": 75.0, "b": 75.0})

@@ -12,12 +12,20 @@ a minute. Poolings: `mean` (one mean over the input, the library's pooling until
 a pair by its `token_type_ids`, side by side: the library's default now), and three richer ones the library does not
 offer, to see what is left: `mean+max`, `segments+lengths` (log token counts of both segments),
 `segments+diff+prod` (|A - B| and A * B beside A and B, as sentence-pair encoders use).
+
+Then two upper references for a router on the same layer 0, neither offered by the library (stop 35): more
+router-training rows per task (`--train_rows`, the segment-pooled linear router again; routing needs only the inputs
+and their task, no labels, so a user may have more of them than of labelled rows), and a learned attention pooling
+(`AttentionRouter`: per segment, `heads` learned queries weigh the tokens, their weighted means side by side feed a
+linear router; trained on the token embeddings, not on cached means, 4 epochs: seed 0's validation rows of the
+18-task pool peaked there).
 Writes `benchmarks/results/multitask/router_features_<name>.{json,md}`.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -65,6 +73,74 @@ def pooled(f: dict[str, torch.Tensor], pooling: str) -> torch.Tensor:
     }[pooling], -1)
 
 
+class AttentionRouter(torch.nn.Module):
+    """Learned attention pooling of frozen token features, then a linear router: in each segment (`token_type_ids`
+    0 and 1) every one of `heads` queries scores the tokens, and the softmax-weighted mean of the segment's tokens
+    per head goes side by side into one linear layer. A segment without tokens pools to zeros."""
+
+    def __init__(self, hidden: int, num_tasks: int, heads: int = 4):
+        super().__init__()
+        self.score = torch.nn.Linear(hidden, heads)
+        self.out = torch.nn.Linear(2 * heads * hidden, num_tasks)
+
+    def pool(self, hidden: torch.Tensor, mask: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+        """`(B, T, H)` tokens, `(B, T)` mask and token types -> `(B, 2 * heads * H)`."""
+        scores, pooled = self.score(hidden), []
+        for segment in (0, 1):
+            inside = (mask > 0) & (types == segment)
+            weights = scores.masked_fill(~inside[..., None], float("-inf")).softmax(1).nan_to_num(0.0)
+            pooled.append(torch.einsum("bth,btd->bhd", weights, hidden).flatten(1))
+        return torch.cat(pooled, -1)
+
+    def forward(self, hidden, mask, types):
+        return self.out(self.pool(hidden, mask, types))
+
+
+def token_rows(tokenizer, rows, max_length: int) -> list[tuple[list[int], list[int]]]:
+    pair = "text_pair" in rows.column_names
+    enc = tokenizer(list(rows["text"]), list(rows["text_pair"]) if pair else None, truncation=True,
+                    max_length=max_length)
+    types = enc.get("token_type_ids") or [[0] * len(ids) for ids in enc["input_ids"]]
+    return list(zip(enc["input_ids"], types))
+
+
+def padded(chunk: list[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token rows -> `input_ids`, `token_type_ids`, `attention_mask`, right-padded to the longest."""
+    ids = torch.zeros(len(chunk), max(len(r[0]) for r in chunk), dtype=torch.long)
+    types, mask = torch.zeros_like(ids), torch.zeros_like(ids)
+    for i, (row_ids, row_types) in enumerate(chunk):
+        ids[i, : len(row_ids)], types[i, : len(row_ids)] = torch.tensor(row_ids), torch.tensor(row_types)
+        mask[i, : len(row_ids)] = 1
+    return ids, types, mask
+
+
+def train_and_score_attention(model, train: list, y, test: list, num_tasks: int, epochs: int = 4, lr: float = 2e-3,
+                              seed: int = 0, batch_size: int = 256) -> torch.Tensor:
+    """Test predictions of an `AttentionRouter` on the base's embedding-layer output (frozen), AdamW, weight decay
+    0.01."""
+    torch.manual_seed(seed)
+    net = AttentionRouter(model.config.hidden_size, num_tasks)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.01)
+    g = torch.Generator().manual_seed(seed)
+
+    def logits(chunk):
+        ids, types, mask = padded(chunk)
+        with torch.no_grad():
+            hidden = model.embeddings(input_ids=ids, token_type_ids=types)
+        return net(hidden, mask, types)
+
+    for _ in range(epochs):
+        order = torch.randperm(len(train), generator=g).tolist()
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            loss = torch.nn.functional.cross_entropy(logits([train[i] for i in idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        return torch.cat([logits(test[s : s + 512]).argmax(-1) for s in range(0, len(test), 512)])
+
+
 def train_and_score(x, y, x_test, y_test, num_tasks: int, kind: str, epochs: int = 30, lr: float = 1e-2,
                     seed: int = 0) -> torch.Tensor:
     """Test predictions of a router trained as `train_router` does (noise off)."""
@@ -85,11 +161,28 @@ def train_and_score(x, y, x_test, y_test, num_tasks: int, kind: str, epochs: int
         return net(x_test).argmax(-1)
 
 
+def summary(preds: list[torch.Tensor], y: torch.Tensor, tasks: list[str]) -> dict:
+    """Accuracy (mean ± sample std over the seeds' predictions) and each task's share routed right (mean)."""
+    acc = torch.tensor([(p == y).float().mean().item() * 100 for p in preds])
+    per_task = [sum((p[y == i] == i).float().mean().item() * 100 for p in preds) / len(preds)
+                for i in range(len(tasks))]
+    return {"accuracy": acc.mean().item(), "std": acc.std().item() if len(preds) > 1 else 0.0,
+            "per_task": dict(zip(tasks, per_task))}
+
+
+def labelled(parts: list) -> torch.Tensor:
+    """Task ids of rows grouped by task, `parts` one sized group per task."""
+    return torch.cat([torch.full((len(p),), i) for i, p in enumerate(parts)])
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", required=True)
     parser.add_argument("--tasks", nargs="+", default=["paper"], help="'paper', 'all' or task names")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="router initialisation seeds")
+    parser.add_argument("--train_rows", nargs="*", type=int, default=[],
+                        help="router-training rows per task for the upper references (segments linear and the "
+                             "attention router at each); none: the pooling table only")
     parser.add_argument("--threads", type=int)
     args = parser.parse_args(argv)
     if args.threads:
@@ -98,47 +191,74 @@ def main(argv: list[str] | None = None) -> dict:
     settings = Settings(tasks=tasks)
     if missing := settings.missing_data():
         raise SystemExit(f"skipped: the task data is not on this machine: {missing}")
+    if bad := [n for n in args.train_rows if n < 1]:
+        raise SystemExit(f"--train_rows {bad}: router-training rows per task must be positive")
     path, _ = resolve_base_model(settings.base_model)
     tokenizer, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
     start = time.perf_counter()
     feats = {"train": [], "test": []}
+    test_tokens = []
     for task in tasks:
         splits = load_capped(task, settings)
         for split in feats:
             feats[split].append(embedding_features(model, tokenizer, splits[split], settings.max_length))
+        test_tokens.append(token_rows(tokenizer, splits["test"], settings.max_length))
         print(f"  features of {task}: {time.perf_counter() - start:.0f} s", flush=True)
-    data = {}
-    for split, parts in feats.items():
-        y = torch.cat([torch.full((len(p["mean"]),), i) for i, p in enumerate(parts)])
-        data[split] = ({k: torch.cat([p[k] for p in parts]) for k in parts[0]}, y)
+    data = {split: ({k: torch.cat([p[k] for p in parts]) for k in parts[0]}, labelled([p["mean"] for p in parts]))
+            for split, parts in feats.items()}
     (f_train, y_train), (f_test, y_test) = data["train"], data["test"]
     rows = []
     for pooling in POOLINGS:
         for kind in ("linear", "mlp"):
-            accs, per_task = [], torch.zeros(len(tasks))
-            for seed in args.seeds:
-                pred = train_and_score(pooled(f_train, pooling), y_train, pooled(f_test, pooling), y_test, len(tasks),
-                                       kind, seed=seed)
-                accs.append((pred == y_test).float().mean().item() * 100)
-                per_task += torch.tensor([(pred[y_test == i] == i).float().mean().item() * 100
-                                          for i in range(len(tasks))]) / len(args.seeds)
-            acc = torch.tensor(accs)
+            preds = [train_and_score(pooled(f_train, pooling), y_train, pooled(f_test, pooling), y_test, len(tasks),
+                                     kind, seed=seed) for seed in args.seeds]
             rows.append({"pooling": pooling, "router": kind, "features": pooled(f_test, pooling).shape[1],
-                         "accuracy": acc.mean().item(), "std": acc.std().item() if len(accs) > 1 else 0.0,
-                         "per_task": dict(zip(tasks, per_task.tolist()))})
-            print(f"  {pooling:20s} {kind:6s} router accuracy {acc.mean():.2f} ± {rows[-1]['std']:.2f}", flush=True)
+                         **summary(preds, y_test, tasks)})
+            print(f"  {pooling:20s} {kind:6s} router accuracy {rows[-1]['accuracy']:.2f} ± {rows[-1]['std']:.2f}",
+                  flush=True)
+    references = []
+    test_flat = [row for part in test_tokens for row in part]
+    for cap in args.train_rows:
+        capped_settings = dataclasses.replace(settings, max_train=cap)
+        feats_cap, tokens_cap = [], []
+        for task in tasks:
+            train = load_capped(task, capped_settings)["train"]
+            feats_cap.append(embedding_features(model, tokenizer, train, settings.max_length))
+            tokens_cap.append(token_rows(tokenizer, train, settings.max_length))
+        y_cap = labelled(tokens_cap)
+        x_cap = pooled({k: torch.cat([p[k] for p in feats_cap]) for k in feats_cap[0]}, "segments")
+        flat = [row for part in tokens_cap for row in part]
+        for kind in ("segments linear", "attention"):
+            preds = [train_and_score(x_cap, y_cap, pooled(f_test, "segments"), y_test, len(tasks), "linear", seed=seed)
+                     if kind == "segments linear" else
+                     train_and_score_attention(model, flat, y_cap, test_flat, len(tasks), seed=seed)
+                     for seed in args.seeds]
+            references.append({"train_rows_per_task": cap, "train_rows": len(y_cap), "router": kind,
+                               **summary(preds, y_test, tasks)})
+            print(f"  {cap:6d} rows per task, {kind:15s} router accuracy {references[-1]['accuracy']:.2f} ± "
+                  f"{references[-1]['std']:.2f} ({time.perf_counter() - start:.0f} s)", flush=True)
     result = {"tasks": tasks, "seeds": args.seeds, "train_rows": len(y_train), "test_rows": len(y_test),
-              "rows": rows}
+              "rows": rows, "references": references}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"router_features_{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
     command = f"python -m benchmarks.multitask.router_features --name {args.name} --tasks {' '.join(args.tasks)}"
+    if args.train_rows:
+        command += " --train_rows " + " ".join(map(str, args.train_rows))
+    columns = " | ".join(tasks) + " |"
     lines = [f"Router accuracy on the {len(y_test)} test rows of {len(tasks)} tasks, layer-0 features, mean ± std "
              f"over router seeds {args.seeds} (`{command}`).", "",
-             "| pooling | router | features | accuracy | " + " | ".join(tasks) + " |",
-             "|---|---|---:|---:|" + "---:|" * len(tasks)]
-    for r in rows:
-        lines.append(f"| {r['pooling']} | {r['router']} | {r['features']} | {r['accuracy']:.2f} ± {r['std']:.2f} | "
-                     + " | ".join(f"{r['per_task'][t]:.1f}" for t in tasks) + " |")
+             "| pooling | router | features | accuracy | " + columns, "|---|---|---:|---:|" + "---:|" * len(tasks)]
+    lines += [f"| {r['pooling']} | {r['router']} | {r['features']} | {r['accuracy']:.2f} ± {r['std']:.2f} | "
+              + " | ".join(f"{r['per_task'][t]:.1f}" for t in tasks) + " |" for r in rows]
+    if references:
+        lines += ["", "Upper references on the same test rows: more router-training rows per task (capped as the "
+                  "benchmark caps, stratified), and the attention router (`AttentionRouter`, 4 heads per segment, "
+                  "trained on the token embeddings).", "",
+                  "| rows per task | rows | router | accuracy | " + columns,
+                  "|---:|---:|---|---:|" + "---:|" * len(tasks)]
+        lines += [f"| {r['train_rows_per_task']} | {r['train_rows']} | {r['router']} | {r['accuracy']:.2f} ± "
+                  f"{r['std']:.2f} | " + " | ".join(f"{r['per_task'][t]:.1f}" for t in tasks) + " |"
+                  for r in references]
     (RESULTS / f"router_features_{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return result
