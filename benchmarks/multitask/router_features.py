@@ -28,6 +28,7 @@ import argparse
 import dataclasses
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -170,6 +171,11 @@ def summary(preds: list[torch.Tensor], y: torch.Tensor, tasks: list[str]) -> dic
             "per_task": dict(zip(tasks, per_task))}
 
 
+def joined(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Per-task feature dicts (`embedding_features`) -> one dict over all their rows, in task order."""
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
 def labelled(parts: list) -> torch.Tensor:
     """Task ids of rows grouped by task, `parts` one sized group per task."""
     return torch.cat([torch.full((len(p),), i) for i, p in enumerate(parts)])
@@ -204,20 +210,20 @@ def main(argv: list[str] | None = None) -> dict:
             feats[split].append(embedding_features(model, tokenizer, splits[split], settings.max_length))
         test_tokens.append(token_rows(tokenizer, splits["test"], settings.max_length))
         print(f"  features of {task}: {time.perf_counter() - start:.0f} s", flush=True)
-    data = {split: ({k: torch.cat([p[k] for p in parts]) for k in parts[0]}, labelled([p["mean"] for p in parts]))
-            for split, parts in feats.items()}
+    data = {split: (joined(parts), labelled([p["mean"] for p in parts])) for split, parts in feats.items()}
     (f_train, y_train), (f_test, y_test) = data["train"], data["test"]
     rows = []
     for pooling in POOLINGS:
         for kind in ("linear", "mlp"):
-            preds = [train_and_score(pooled(f_train, pooling), y_train, pooled(f_test, pooling), y_test, len(tasks),
-                                     kind, seed=seed) for seed in args.seeds]
-            rows.append({"pooling": pooling, "router": kind, "features": pooled(f_test, pooling).shape[1],
+            x, x_test = pooled(f_train, pooling), pooled(f_test, pooling)
+            preds = [train_and_score(x, y_train, x_test, y_test, len(tasks), kind, seed=seed) for seed in args.seeds]
+            rows.append({"pooling": pooling, "router": kind, "features": x_test.shape[1],
                          **summary(preds, y_test, tasks)})
             print(f"  {pooling:20s} {kind:6s} router accuracy {rows[-1]['accuracy']:.2f} ± {rows[-1]['std']:.2f}",
                   flush=True)
     references = []
     test_flat = [row for part in test_tokens for row in part]
+    segments_test = pooled(f_test, "segments")
     for cap in args.train_rows:
         capped_settings = dataclasses.replace(settings, max_train=cap)
         feats_cap, tokens_cap = [], []
@@ -226,13 +232,14 @@ def main(argv: list[str] | None = None) -> dict:
             feats_cap.append(embedding_features(model, tokenizer, train, settings.max_length))
             tokens_cap.append(token_rows(tokenizer, train, settings.max_length))
         y_cap = labelled(tokens_cap)
-        x_cap = pooled({k: torch.cat([p[k] for p in feats_cap]) for k in feats_cap[0]}, "segments")
+        x_cap = pooled(joined(feats_cap), "segments")
         flat = [row for part in tokens_cap for row in part]
-        for kind in ("segments linear", "attention"):
-            preds = [train_and_score(x_cap, y_cap, pooled(f_test, "segments"), y_test, len(tasks), "linear", seed=seed)
-                     if kind == "segments linear" else
-                     train_and_score_attention(model, flat, y_cap, test_flat, len(tasks), seed=seed)
-                     for seed in args.seeds]
+        trainers = {
+            "segments linear": partial(train_and_score, x_cap, y_cap, segments_test, y_test, len(tasks), "linear"),
+            "attention": partial(train_and_score_attention, model, flat, y_cap, test_flat, len(tasks)),
+        }
+        for kind, train_router in trainers.items():
+            preds = [train_router(seed=seed) for seed in args.seeds]
             references.append({"train_rows_per_task": cap, "train_rows": len(y_cap), "router": kind,
                                **summary(preds, y_test, tasks)})
             print(f"  {cap:6d} rows per task, {kind:15s} router accuracy {references[-1]['accuracy']:.2f} ± "
