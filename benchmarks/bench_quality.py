@@ -18,6 +18,8 @@ run), the tables go to `benchmarks/results/<name>.md`.
 
 Methods (`--methods`; parameter counts printed per run):
     tt            TT-LoRA (`--tt_rank`, `--tt_alpha`) on `--modules`
+    tt_stack      one tensor train over the stack of `--modules` across layers (`benchmarks/stacked_tt.py`: shared U, V
+                  of rank `--stack_rank` per module name or shape, `--stack_share`, an r × r core per layer)
     lora          PEFT LoRA r=16 (`--lora_rank`, alpha = rank) on `--modules`
     moe           dense MoE-LoRA, the library's defaults (8 experts of rank 4 on both FFN linears, dense gate)
     moe_top2      the same with top-2 gating
@@ -40,6 +42,7 @@ import torch
 
 from benchmarks.common import RESULTS, mean_std, resumed_rows, save
 from benchmarks.lr_grid import tune_lr
+from benchmarks.stacked_tt import SHARES, stack_tt_
 from hf_ttmoe import (
     DEFAULT_BASE_MODEL,
     DenseMoELoRAConfig,
@@ -57,7 +60,8 @@ from hf_ttmoe.training import ADAPTER_RECIPE
 # linear inside the transformer layers (BERT's pooler.dense, outside them, is left alone as TT-LoRA leaves it).
 # "lora_budget" / "lora_rank" adapt what dense MoE-LoRA adapts: the architecture's feed-forward linears.
 MODULE_SETS = ("qv", "all")
-DEFAULT_LRS = {"tt": [2e-3, 5e-3, 1e-2], "lora": [5e-4, 1e-3, 2e-3], "moe": [5e-4, 1e-3, 2e-3],
+DEFAULT_LRS = {"tt": [2e-3, 5e-3, 1e-2], "tt_stack": [2e-3, 5e-3, 1e-2], "lora": [5e-4, 1e-3, 2e-3],
+               "moe": [5e-4, 1e-3, 2e-3],
                "moe_top2": [5e-4, 1e-3, 2e-3], "moe_nobal": [5e-4, 1e-3, 2e-3], "lora_budget": [5e-4, 1e-3, 2e-3],
                "lora_rank": [5e-4, 1e-3, 2e-3], "head": [1e-3, 3e-3, 1e-2], "full": [2e-5, 5e-5, 1e-4]}
 METRICS = ("accuracy", "f1", "macro_f1", "mcc")
@@ -84,9 +88,12 @@ def build(method: str, args, label_names: list[str], pad_token_id):
     if method.startswith("moe"):
         return DenseMoELoRAModel(moe_config, base), [BalanceLossCallback()]
     head = next(name for name in HEAD_MODULE_NAMES if hasattr(base, name))
-    if method in ("full", "head"):
+    if method in ("full", "head", "tt_stack"):
         base.requires_grad_(method == "full")
         getattr(base, head).requires_grad_(True)
+        if method == "tt_stack":
+            stack_tt_(base, target_names(base, module_set(base, args.modules)), args.stack_rank, args.tt_alpha,
+                      args.stack_share)
         return base, []
     if method == "lora":
         rank, targets = args.lora_rank, target_names(base, module_set(base, args.modules))
@@ -264,6 +271,9 @@ def main() -> None:
                         help="learning-rate grid per method, e.g. tt=5e-3,1e-2 (default: DEFAULT_LRS)")
     parser.add_argument("--modules", default="qv", choices=MODULE_SETS, help="linears tt and lora adapt")
     parser.add_argument("--tt_rank", type=int, default=5)
+    parser.add_argument("--stack_rank", type=int, default=4, help="rank r of tt_stack (its U, V and r x r cores)")
+    parser.add_argument("--stack_share", default="module", choices=SHARES,
+                        help="tt_stack: one U, V per module name (query, value) or per matrix shape")
     parser.add_argument("--lora_rank", type=int, default=16, help="rank of the lora method (alpha = rank)")
     parser.add_argument("--tt_alpha", type=float, default=16.0)
     parser.add_argument("--tt_init", default="zero", choices=[*TT_INITS, "svd_of_random"],

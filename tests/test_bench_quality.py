@@ -15,7 +15,8 @@ from hf_ttmoe.training import compute_metrics
 
 def args(modules: str, tt_init: str = "zero") -> argparse.Namespace:
     return argparse.Namespace(base_model=DEFAULT_BASE_MODEL, gguf_file=None, task="t", tt_rank=5, tt_alpha=16.0,
-                              tt_shapes=None, lora_rank=16, modules=modules, tt_init=tt_init)
+                              tt_shapes=None, lora_rank=16, modules=modules, tt_init=tt_init, stack_rank=4,
+                              stack_share="module")
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +38,8 @@ def test_method_budgets_are_what_the_benchmark_says(params):
     # TT-LoRA against PEFT LoRA r=16 on the same modules: a few percent of its parameters
     assert params["lora"] == 16 * 768 * 2 * 6 and params["lora_all"] == 663_552  # no pooler.dense
     assert params["tt"] / params["lora"] < 0.05 and params["tt_all"] / params["lora_all"] < 0.05
+    # the stacked train: per module name U (384 x 4) and V (4 x 384), per layer and module a 4 x 4 core
+    assert params["tt_stack"] == 2 * (384 + 384) * 4 + 6 * 2 * 4 * 4 == 6_336
     assert params["head"] == 0 and params["full"] > 20_000_000
 
 
@@ -261,3 +264,50 @@ def test_tables_show_the_best_checkpoint_step_when_every_run_has_one():
     assert "| moe | 10 | 0.0002 | 1150 (best 650) |" in early
     mixed = tables(args, [row(0, 1150, 650), row(1, 1100)], {"moe": 2e-4})
     assert "| moe | 10 | 0.0002 | 1125 |" in mixed
+
+
+@pytest.mark.parametrize("share", ["module", "all"])
+def test_stacked_tt_is_one_train_over_the_layers(share):
+    """`stacked_tt.stack_tt_` on random shapes: ΔW = 0 at step 0; each layer's output minus its base's is
+    x (scaling · U S_l V)ᵀ, the slice of one three-core train whose U, V the layers share (per name and shape, or per
+    shape), and U's gradient sums every layer's (float64, 1e-10)."""
+    import torch
+    from torch import nn
+
+    from benchmarks.stacked_tt import StackedTTLinear, stack_tt_
+
+    torch.manual_seed(0)
+    model = nn.ModuleDict({f"l{i}": nn.ModuleDict({"q": nn.Linear(7, 5), "v": nn.Linear(7, 5), "o": nn.Linear(5, 9)})
+                           for i in range(3)}).double()
+    targets = [f"l{i}.{n}" for i in range(3) for n in "qvo"]
+    x7, x5 = torch.randn(4, 7, dtype=torch.float64), torch.randn(4, 5, dtype=torch.float64)
+    stacks = stack_tt_(model.double(), targets, rank=3, alpha=6.0, share=share)
+    assert sorted(stacks) == (["5x9", "7x5"] if share == "all" else ["o_5x9", "q_7x5", "v_7x5"])
+    layers = {t: model.get_submodule(t) for t in targets}
+    assert all(isinstance(m, StackedTTLinear) and m.scaling == 2.0 for m in layers.values())
+    for t, m in layers.items():
+        x = x5 if t.endswith("o") else x7
+        assert torch.equal(m(x), m.base_layer(x))  # S = 0
+        with torch.no_grad():
+            m.s.normal_()
+    same = layers["l0.q"]._cores[0] is layers["l2.v"]._cores[0]
+    assert same == (share == "all") and layers["l0.q"]._cores[0] is layers["l1.q"]._cores[0]
+    assert len(list(model.parameters())) == 3 * 3 * 3 + len(stacks) * 2  # weights, biases, cores; shared ones once
+    for t, m in layers.items():
+        x = x5 if t.endswith("o") else x7
+        cores = m._cores[0]
+        expected = m.base_layer(x) + x @ (2.0 * cores.u @ m.s @ cores.v).T
+        assert torch.allclose(m(x), expected, atol=1e-10) and torch.allclose(m.delta_weight(),
+                                                                              2.0 * cores.u @ m.s @ cores.v)
+    u = layers["l0.q"]._cores[0].u
+    sharing = [m for m in layers.values() if m._cores[0].u is u]
+    sum(m(x7).square().sum() for m in sharing).backward()
+    grads = []
+    for m in sharing:
+        u_alone = u.detach().clone().requires_grad_(True)
+        c = m._cores[0]
+        out = m.base_layer(x7) + ((x7 @ c.v.T) @ (m.scaling * m.s).T) @ u_alone.T
+        grads.append(torch.autograd.grad(out.square().sum(), u_alone)[0])
+    assert len(sharing) == (2 * 3 if share == "all" else 3) and torch.allclose(u.grad, sum(grads), atol=1e-10)
+    with pytest.raises(ValueError, match="share='layer' is not one of"):
+        stack_tt_(model, [], rank=3, alpha=6.0, share="layer")
