@@ -292,7 +292,7 @@ def test_stacked_tt_is_one_train_over_the_layers(share):
             m.s.normal_()
     same = layers["l0.q"]._cores[0] is layers["l2.v"]._cores[0]
     assert same == (share == "all") and layers["l0.q"]._cores[0] is layers["l1.q"]._cores[0]
-    assert len(list(model.parameters())) == 3 * 3 * 3 + len(stacks) * 2  # weights, biases, cores; shared ones once
+    assert len(list(model.parameters())) == 9 * 2 + 9 + len(stacks) * 2  # 9 weights and biases, 9 S, U and V once
     for t, m in layers.items():
         x = x5 if t.endswith("o") else x7
         cores = m._cores[0]
