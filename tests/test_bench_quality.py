@@ -281,7 +281,7 @@ def test_stacked_tt_is_one_train_over_the_layers(share):
                            for i in range(3)}).double()
     targets = [f"l{i}.{n}" for i in range(3) for n in "qvo"]
     x7, x5 = torch.randn(4, 7, dtype=torch.float64), torch.randn(4, 5, dtype=torch.float64)
-    stacks = stack_tt_(model.double(), targets, rank=3, alpha=6.0, share=share)
+    stacks = stack_tt_(model, targets, rank=3, alpha=6.0, share=share)
     assert sorted(stacks) == (["5x9", "7x5"] if share == "all" else ["o_5x9", "q_7x5", "v_7x5"])
     layers = {t: model.get_submodule(t) for t in targets}
     assert all(isinstance(m, StackedTTLinear) and m.scaling == 2.0 for m in layers.values())
