@@ -55,6 +55,7 @@ from hf_ttmoe import (
 from hf_ttmoe.adapter import HEAD_MODULE_NAMES
 from hf_ttmoe.architectures import default_targets, layer_linears, path_in_layer, target_names
 from hf_ttmoe.training import ADAPTER_RECIPE
+from hf_ttmoe.ttlora.stacked import LAYOUTS
 
 # Which linears "tt" and "lora" adapt (`--modules`): the architecture's query/value (TT-LoRA's default), or every
 # linear inside the transformer layers (BERT's pooler.dense, outside them, is left alone as TT-LoRA leaves it).
@@ -81,7 +82,7 @@ def build(method: str, args, label_names: list[str], pad_token_id):
     model_type = base.config.model_type
     if method == "tt":
         return TTLoRAModel(TTLoRAConfig(tt_rank=args.tt_rank, alpha=args.tt_alpha, tt_shapes=args.tt_shapes,
-                                        init=TT_INITS.get(args.tt_init, "gaussian"),
+                                        init=TT_INITS.get(args.tt_init, "gaussian"), layout=args.tt_layout,
                                         target_modules=module_set(base, args.modules), **common), base), []
     moe_config = DenseMoELoRAConfig(num_experts_per_tok=2 if method == "moe_top2" else None,
                                     router_aux_loss_coef=0.0 if method == "moe_nobal" else 0.05, **common)
@@ -271,6 +272,8 @@ def main() -> None:
                         help="learning-rate grid per method, e.g. tt=5e-3,1e-2 (default: DEFAULT_LRS)")
     parser.add_argument("--modules", default="qv", choices=MODULE_SETS, help="linears tt and lora adapt")
     parser.add_argument("--tt_rank", type=int, default=5)
+    parser.add_argument("--tt_layout", default="chain", choices=LAYOUTS,
+                        help="tt: a tensor train per matrix, or the library's stacked layout (one across the layers)")
     parser.add_argument("--stack_rank", type=int, default=4, help="rank r of tt_stack (its U, V and r x r cores)")
     parser.add_argument("--stack_share", default="module", choices=SHARES,
                         help="tt_stack: one U, V per module name (query, value) or per matrix shape")
@@ -323,6 +326,8 @@ def main() -> None:
             parser.error(f"--lrs {item!r}: expected METHOD=LR[,LR...] with METHOD one of {sorted(grids)}")
         grids[method] = [float(v) for v in values.split(",")]
     args.grids = grids
+    if args.tt_layout == "stacked" and args.tt_init != "zero":
+        parser.error(f"--tt_init {args.tt_init} applies to chains; --tt_layout stacked draws its own cores.")
     if args.threads:
         torch.set_num_threads(args.threads)
 

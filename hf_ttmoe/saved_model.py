@@ -104,9 +104,19 @@ class SavedModel(PreTrainedModel):
     # ----- the saved weights -----
 
     def saved_state_dict(self, state_dict: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-        """The weights we save, from `state_dict` (e.g. one gathered by Trainer) or the model's own."""
+        """The weights we save, from `state_dict` (e.g. one gathered by Trainer) or the model's own. A weight that
+        several modules share (the stacked TT layout's U and V) appears under each module's name, each a copy:
+        safetensors stores no two names over one storage."""
         state_dict = self.state_dict() if state_dict is None else state_dict
-        return {k: v.detach().contiguous() for k, v in state_dict.items() if self.is_saved_key(k)}
+        saved, storages = {}, set()
+        for k, v in state_dict.items():
+            if self.is_saved_key(k):
+                v = v.detach().contiguous()
+                if v.numel() and v.untyped_storage().data_ptr() in storages:
+                    v = v.clone()
+                storages.add(v.untyped_storage().data_ptr())
+                saved[k] = v
+        return saved
 
     def gathered_saved_state_dict(self) -> dict[str, torch.Tensor]:
         """`saved_state_dict` with ZeRO-3-partitioned weights gathered (CPU copies). Collective: every rank."""

@@ -147,6 +147,7 @@ class ExpertCardData(HubCardData):
 
     tt_rank: int | list[int] | None = field(default=None, init=False)
     alpha: float | None = field(default=None, init=False)
+    tt_layout: str | None = field(default=None, init=False)
     target_modules: list[str] = field(default_factory=list, init=False)
     layers: list[int] | None = field(default=None, init=False)
     tt_layouts: list[dict] = field(default_factory=list, init=False)

@@ -38,6 +38,8 @@ TEST_CASES = [
     ("ttlora-bert", TTLoRAConfig, TTLoRAModel, TTLORA, "bert"),
     ("ttlora-llama", TTLoRAConfig, TTLoRAModel, TTLORA, "llama"),
     ("ttlora-llama-causal_lm", TTLoRAConfig, TTLoRAModel, {"task_type": "causal_lm", "tt_rank": 3}, "llama"),
+    ("ttlora_stacked-bert", TTLoRAConfig, TTLoRAModel, {**TTLORA, "layout": "stacked"}, "bert"),
+    ("ttlora_stacked-llama", TTLoRAConfig, TTLoRAModel, {**TTLORA, "layout": "stacked"}, "llama"),
     ("moe_lora-bert", DenseMoELoRAConfig, DenseMoELoRAModel, MOE_LORA, "bert"),
     ("moe_lora-llama", DenseMoELoRAConfig, DenseMoELoRAModel, MOE_LORA, "llama"),
     ("ttlora_moe-bert", TTLoRAMoEConfig, TTLoRAMoEModel, TTLORA_MOE, "bert"),
@@ -78,7 +80,8 @@ def with_bad_values(row):
         yield f"{name}-{next(iter(bad))}", config_cls, model_cls, {**kwargs, **bad}, kind, match
 
 
-ERROR_CASES = [case for row in TEST_CASES for case in with_bad_values(row)]
+# the stacked layout's own config errors are in test_stacked_layout.py
+ERROR_CASES = [case for row in TEST_CASES if "stacked" not in row[0] for case in with_bad_values(row)]
 
 
 def cases(rows, fields="config_cls, model_cls, kwargs, kind"):
@@ -139,7 +142,8 @@ def test_save_load_round_trip_saves_only_what_is_trained(config_cls, model_cls, 
     path = tmp_path / "saved"
     model.save_pretrained(path)
     assert sorted(os.listdir(path)) == sorted([CONFIG_NAME, WEIGHTS_NAME])
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    # every module's name for a weight modules share (the stacked layout's U, V): each is saved under each name
+    trainable = {n for n, p in model.named_parameters(remove_duplicate=False) if p.requires_grad}
     assert trainable and set(load_file(path / WEIGHTS_NAME)) == set(model.saved_state_dict()) == trainable
     for loader in (model_cls, AutoModel):
         reloaded = loader.from_pretrained(path, base_model=base_for(model.config, kind))

@@ -35,6 +35,8 @@ class ExpertArguments:
     forward_impl: str = field(default="factors", metadata={"help": "factors | contraction | reconstruction."})
     dropout: float = field(default=0.0, metadata={"help": "Adapter input dropout."})
     init: str = field(default=TTLoRAConfig().init, metadata={"help": f"How the cores start: one of {INIT_METHODS}."})
+    layout: str = field(default=TTLoRAConfig().layout, metadata={
+        "help": "chain (a tensor train per matrix, the paper's) | stacked (one train across a module's layers)."})
 
 
 def build_expert(args: ExpertArguments, task: str, label_names: list[str], pad_token_id: int | None) -> TTLoRAModel:
@@ -52,6 +54,7 @@ def build_expert(args: ExpertArguments, task: str, label_names: list[str], pad_t
         forward_impl=args.forward_impl,
         dropout=args.dropout,
         init=args.init,
+        layout=args.layout,
         pad_token_id=pad_token_id,
     )
     return TTLoRAModel(config)

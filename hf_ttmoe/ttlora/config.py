@@ -8,6 +8,7 @@ from dataclasses import field
 
 from ..adapter import AdapterConfig
 from ..tt import INIT_METHODS
+from .stacked import LAYOUTS
 
 FORWARD_IMPLS = ("factors", "contraction", "reconstruction")
 
@@ -30,6 +31,10 @@ class TTLoRAConfig(AdapterConfig):
         dropout: dropout on the adapter's input.
         init: how the cores start (ΔW = 0 always: the last core is zero), one of `INIT_METHODS`; see
             `hf_ttmoe.tt.init_tt_cores`.
+        layout: "chain" (each ΔW its own tensor train, the paper's TT-LoRA) or "stacked" (one tensor train over the
+            stack of a module's matrices across layers: the layers share U and V, each has its own r × r core; see
+            `hf_ttmoe.ttlora.stacked`). "stacked" sets every module's `tt_shapes` to `[[in], [1, out]]` and draws
+            its own init (U, V Gaussian, each layer's core zero), so `init` must be "gaussian".
     """
 
     model_type = "ttlora"
@@ -42,6 +47,8 @@ class TTLoRAConfig(AdapterConfig):
     forward_impl: str = field(default="factors", metadata={"help": f"One of {FORWARD_IMPLS}."})
     dropout: float = field(default=0.0, metadata={"help": "Dropout probability on the adapter input."})
     init: str = field(default="gaussian", metadata={"help": f"How the cores start, one of {INIT_METHODS}."})
+    layout: str = field(default="chain", metadata={"help": f"One of {LAYOUTS}: a chain per matrix, or one train over "
+                                                           "a module's layers."})
 
     def __post_init__(self, **kwargs):
         if self.forward_impl not in FORWARD_IMPLS:
@@ -62,6 +69,18 @@ class TTLoRAConfig(AdapterConfig):
         for name, shape in (self.tt_shapes or {}).items():
             if not (isinstance(shape, (list, tuple)) and len(shape) == 2):
                 raise ValueError(f"tt_shapes[{name!r}]={shape!r} must be [in_modes, out_modes].")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout={self.layout!r} is not one of {LAYOUTS}.")
+        if self.layout == "stacked":
+            if self.init != "gaussian":
+                raise ValueError(f"init={self.init!r} with layout='stacked': that layout draws its own cores (U, V "
+                                 "Gaussian, each layer's core zero); use init='gaussian'.")
+            for name, (in_modes, out_modes) in (self.tt_shapes or {}).items():
+                if not (isinstance(in_modes, (list, tuple)) and isinstance(out_modes, (list, tuple))
+                        and len(in_modes) == 1 and len(out_modes) == 2 and out_modes[0] == 1):
+                    raise ValueError(f"tt_shapes[{name!r}]={[in_modes, out_modes]!r} with layout='stacked': a stacked "
+                                     "layer's modes are [[in], [1, out]] (set when the model is built); leave "
+                                     "tt_shapes out.")
         super().__post_init__(**kwargs)
 
 

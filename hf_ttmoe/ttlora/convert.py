@@ -171,6 +171,10 @@ def from_lora(
                "modules_to_save", "task_type"} & set(config_kwargs)
     if decided:
         raise TypeError(f"from_lora() takes {sorted(decided)} from the adapter's own config; do not pass them.")
+    if config_kwargs.get("layout", "chain") != "chain":
+        raise ValueError(f"from_lora(layout={config_kwargs['layout']!r}): importing fits each layer's ΔW on its own "
+                         "(TT-SVD), which gives the 'chain' layout; a 'stacked' expert's layers share cores that no "
+                         "per-layer fit can give. Import with layout='chain'.")
     lora = read_peft_lora(path_or_hub_id, revision, token=token, cache_dir=cache_dir,
                           local_files_only=local_files_only)
     c = lora.config

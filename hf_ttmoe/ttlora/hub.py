@@ -24,6 +24,7 @@ from ..io import (
 from ..saved_model import base_card_facts
 from .config import TTLoRAConfig
 from .layer import CORE_TAG
+from .stacked import unique_core_params
 
 LORA_REFERENCE_RANK = 16  # the cards compare TT-LoRA's parameter count with LoRA r=16 on the same modules
 
@@ -42,7 +43,7 @@ def expert_facts(data: ExpertCardData, config: TTLoRAConfig, tensors: dict[str, 
     """Fill an expert's card data from its config and saved tensors. `in_features` (module -> input size) places the
     input/output split of each TT chain; without it the base's hidden and intermediate sizes are tried."""
     base_card_facts(data, config, repo_id)
-    data.tt_rank, data.alpha = config.tt_rank, config.alpha
+    data.tt_rank, data.alpha, data.tt_layout = config.tt_rank, config.alpha, config.layout
     data.target_modules, data.layers = list(config.target_modules or []), config.layers_to_transform
     signature = config.base_model_signature or {}
     candidates = tuple(v for v in (signature.get("hidden_size"), signature.get("intermediate_size")) if v)
@@ -65,6 +66,8 @@ def expert_facts(data: ExpertCardData, config: TTLoRAConfig, tensors: dict[str, 
                                           "parameters": params, "layers": 0})
         layout["layers"] += 1
     data.tt_layouts = list(layouts.values())
+    if config.layout == "stacked":
+        adapter = unique_core_params(tensors)
     data.trainable_parameters = {"adapter": adapter,
                                  "head": sum(v.numel() for k, v in tensors.items() if CORE_TAG not in k)}
     data.lora_r16_parameters = lora or None

@@ -13,6 +13,7 @@ from .convert import from_lora
 from .hub import expert_facts
 from .layer import TTLoRALinear
 from .shared_factors import shared_factors
+from .stacked import check_tied, stacked_modes, tie_stacks_
 
 
 class TTLoRAModel(AdapterModel):
@@ -44,6 +45,8 @@ class TTLoRAModel(AdapterModel):
         choice changes in a later version."""
         super()._inject_adapters()
         layers = self.adapter_layers()
+        if self.config.layout == "stacked":
+            tie_stacks_(layers)
         paths = [layer.name for layer in layers]
         unknown = sorted(k for k in self.config.tt_shapes or {} if not any(names_module(k, p) for p in paths))
         if unknown:
@@ -63,9 +66,27 @@ class TTLoRAModel(AdapterModel):
 
     def _make_adapter_layer(self, name: str, linear: nn.Linear) -> TTLoRALinear:
         c = self.config
-        in_modes, out_modes = layout_for(name, c.tt_shapes)
+        if c.layout == "stacked":
+            in_modes, out_modes = stacked_modes(linear.in_features, linear.out_features)
+        else:
+            in_modes, out_modes = layout_for(name, c.tt_shapes)
         return TTLoRALinear(linear, in_modes, out_modes, c.tt_rank, c.alpha, c.forward_impl, c.dropout, name=name,
                             init=c.init)
+
+    def load_saved_state_dict(self, tensors, source: str = "checkpoint") -> None:
+        """As `AdapterModel.load_saved_state_dict`; a stacked expert's per-layer copies of its shared cores must be
+        equal (`stacked.check_tied`), since loading writes them all into one parameter."""
+        if self.config.layout == "stacked":
+            check_tied(tensors, source)
+        super().load_saved_state_dict(tensors, source)
+
+    load_adapter_state_dict = load_saved_state_dict
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """As `SavedModel.load_state_dict` (what `Trainer` resumes with), with the stacked layout's check."""
+        if self.config.layout == "stacked":
+            check_tied(state_dict, "state_dict")
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     @classmethod
     def from_lora(cls, path_or_hub_id, tt_rank: int | list[int] = 5, revision: str | None = None, base_model=None,

@@ -24,6 +24,7 @@ from ..io import (
 )
 from ..ttlora.config import TTLoRAConfig
 from ..ttlora.layer import CORE_TAG
+from ..ttlora.stacked import check_tied
 
 
 @dataclass
@@ -101,6 +102,8 @@ def load_expert(entry: dict, root: str | None = None, **hub_kwargs) -> Expert:
     task = entry.get("task") or config.task or repo_id
     expert = Expert(repo_id, revision, task, path, config, tensors, local=local)
     check_cores_fit_config(expert, owner)
+    if config.layout == "stacked":
+        check_tied(tensors, owner)
     return expert
 
 
