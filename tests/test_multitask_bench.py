@@ -251,3 +251,31 @@ def test_padded_rows_and_router_summary():
     out = summary([torch.tensor([0, 1, 1, 1]), torch.tensor([0, 0, 1, 0])], y, ["a", "b"])
     assert out["accuracy"] == pytest.approx(75.0) and out["std"] == pytest.approx(0.0)
     assert out["per_task"] == pytest.approx({"a": 75.0, "b": 75.0})
+
+
+def test_tt_experts_take_the_runs_layout_and_keep_older_keys(pool, tmp_path, monkeypatch):
+    """`tt_layout="stacked", tt_rank=4` reaches the expert train_expert saves, and such experts are keyed apart from
+    the chain's; the chain at rank 5 keeps the key experts had before these were settings (so they are reused)."""
+    from benchmarks.multitask import ttmoe
+    from hf_ttmoe import TTLoRAConfig
+
+    with pytest.raises(ValueError, match="tt_layout='tree' is not one of"):
+        Settings(tt_layout="tree")
+    stacked = Settings(**{**pool.to_dict(), "tt_layout": "stacked", "tt_rank": 4})
+    run = Run("stacked", stacked, results_root=tmp_path / "res", work_root=tmp_path / "work")
+    ttmoe.tt_expert(run, "single", 1e-2, 0, tmp_path / "expert")
+    config = TTLoRAConfig.from_pretrained(tmp_path / "expert")
+    assert (config.layout, config.tt_rank) == ("stacked", 4)
+
+    folders = {}
+
+    def tune(task, lrs, folder, complete, train, read, extend):  # the folders train_experts would train into
+        folders[task] = folder(task, 5e-3)
+        return {"chosen": 5e-3}, {}
+
+    monkeypatch.setattr(ttmoe, "tune", tune)
+    for settings, extra in ((pool, ()), (stacked, ("stacked", 4))):
+        ttmoe.train_experts(Run(f"r{len(extra)}", settings, results_root=tmp_path / "res",
+                                work_root=tmp_path / "work"), seed=0)
+        assert folders["single"].name == f"single-{settings.training_key('ttlora', 5e-3, 0, *extra)}"
+    assert pool.training_key("ttlora", 5e-3, 0) != stacked.training_key("ttlora", 5e-3, 0, "stacked", 4)

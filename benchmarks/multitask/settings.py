@@ -14,6 +14,7 @@ from pathlib import Path
 
 from hf_ttmoe import DEFAULT_BASE_MODEL
 from hf_ttmoe.data import EMBEDDED_TASKS, GLUE_TASKS
+from hf_ttmoe.ttlora.stacked import LAYOUTS
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS_ROOT = REPO / "benchmarks" / "results" / "multitask"  # JSON, markdown, PNG: small, meant for git
@@ -45,6 +46,10 @@ class Settings:
     # spans 1x to 4-5x the rate chosen for its method over 250 SST-2 steps (benchmarks/README.md), since 1 epoch of the
     # default caps is ~32 steps and short runs want larger rates.
     tt_lrs: list[float] = field(default_factory=lambda: [5e-3, 1e-2, 2e-2])
+    # The TT-LoRA experts' layout and rank (`TTLoRAConfig.layout`, `tt_rank`): the paper's chain at rank 5, or the
+    # stacked layout (one train across the layers) at rank 4, 4.3% of LoRA r=16 on MiniLM's query/value.
+    tt_layout: str = "chain"
+    tt_rank: int = 5
     lora_lrs: list[float] = field(default_factory=lambda: [2e-3, 5e-3, 1e-2])
     af_adapter_lrs: list[float] = field(default_factory=lambda: [1e-3, 3e-3, 1e-2])
     # While a grid's end is strictly best, the next rate past it is tried too, at most this many per side
@@ -72,6 +77,8 @@ class Settings:
         for name in ("max_train", "max_eval", "batch_size", "max_length", "timing_rows", "timing_reps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be positive")
+        if self.tt_layout not in LAYOUTS:
+            raise ValueError(f"tt_layout={self.tt_layout!r} is not one of {LAYOUTS}")
         if self.extend_grid < 0:
             raise ValueError(f"extend_grid={self.extend_grid} must be >= 0 (0: the grids as given)")
         for name in ("tt_lrs", "lora_lrs", "af_adapter_lrs"):
