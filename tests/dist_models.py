@@ -51,10 +51,11 @@ def whole_base(base_dir):
 def build_model(kind: str, base_dir: str):
     """A model of `kind` on the saved tiny base in `base_dir` (loaded with from_pretrained, so ZeRO-3 partitions)."""
     torch.manual_seed(0)
-    if kind == "ttlora":
+    if kind in ("ttlora", "ttlora_stacked"):
         from hf_ttmoe import TTLoRAConfig, TTLoRAModel
 
-        return TTLoRAModel(TTLoRAConfig(base_model_name_or_path=base_dir, num_labels=3, tt_rank=3))
+        layout = "stacked" if kind == "ttlora_stacked" else "chain"
+        return TTLoRAModel(TTLoRAConfig(base_model_name_or_path=base_dir, num_labels=3, tt_rank=3, layout=layout))
     if kind == "moe_lora":
         from hf_ttmoe import DenseMoELoRAConfig, DenseMoELoRAModel
 
@@ -78,4 +79,4 @@ def callbacks_for(kind: str) -> list:
     return []
 
 
-KINDS = ("ttlora", "moe_lora", "router")
+KINDS = ("ttlora", "ttlora_stacked", "moe_lora", "router")

@@ -64,7 +64,7 @@ def main() -> None:
     # every rank (collective under ZeRO-3): merged outputs equal unmerged outputs
     model.eval()
     batch = {k: torch.tensor(v[:BATCH]) for k, v in make_dataset().items() if k != "labels"}
-    mergeable = args.kind == "ttlora"  # an expert mixture (per token, or per row) cannot be folded into one weight
+    mergeable = args.kind.startswith("ttlora")  # a mixture (per token, or per row) cannot be folded into one weight
     with torch.no_grad():
         unmerged = model(**batch).logits
         if mergeable:
