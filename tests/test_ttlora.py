@@ -41,9 +41,10 @@ def test_config_init_reaches_every_layer_and_round_trips(tmp_path, base_kind):
     assert TTLoRAConfig.from_pretrained(tmp_path).init == "orthogonal"
 
 
+@pytest.mark.parametrize("layout", ["chain", "stacked"])
 @pytest.mark.parametrize("impl", ["contraction", "reconstruction"])
-def test_forward_paths_agree_in_the_model(base_kind, impl):
-    model = random_expert(base_kind, num_labels=3).train()
+def test_forward_paths_agree_in_the_model(base_kind, impl, layout):
+    model = random_expert(base_kind, num_labels=3, layout=layout).train()
     batch = tiny_batch()
     labels = torch.tensor([0, 1, 2, 1])
 
