@@ -9,11 +9,11 @@ parameters instead of L chains. On MiniLM's query/value at r = 4 that is 6,336 p
 best layout under 5% on five of the issue-13 tasks (benchmarks/README.md).
 
 Each layer is still a `TTLoRALinear`, a chain of three cores with input modes `[in]` and output modes `[1, out]`:
-core 0 (1, in, r) holds V, core 1 (r, 1, r) the layer's own S_l, core 2 (r, out, 1) U. The layers of one module (same path
-inside their layer, same shape) hold the *same* core-0 and core-2 parameters, so `parameters()` lists each once and
-its gradient sums every layer's. Everything that reads chains (merging, the MoE's factor stacking, the Hub card, the
-batched factors of `shared_factors.py`) reads these unchanged. A saved expert keeps per-layer names: each layer's
-copy of a shared core is written, and loading refuses copies that differ (`check_tied`).
+core 0 (1, in, r) holds V, core 1 (r, 1, r) the layer's own S_l, core 2 (r, out, 1) U. The layers of one module
+(same path inside their layer, same shape) hold the *same* core-0 and core-2 parameters, so `parameters()` lists
+each once and its gradient sums every layer's. Everything that reads chains (merging, the MoE's factor stacking,
+the Hub card, the batched factors of `shared_factors.py`) reads these unchanged. A saved expert keeps per-layer
+names: each layer's copy of a shared core is written, and loading refuses copies that differ (`check_tied`).
 """
 
 from __future__ import annotations
