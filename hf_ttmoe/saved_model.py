@@ -103,20 +103,17 @@ class SavedModel(PreTrainedModel):
 
     # ----- the saved weights -----
 
+    def tied_aliases(self) -> dict[str, str]:
+        """`{alias: name}` of saved weights that several modules share (the stacked TT layout's U and V): each is saved
+        once, under `name`; loading fills the aliases from it. None by default."""
+        return {}
+
     def saved_state_dict(self, state_dict: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-        """The weights we save, from `state_dict` (e.g. one gathered by Trainer) or the model's own. A weight that
-        several modules share (the stacked TT layout's U and V) appears under each module's name, each a copy:
-        safetensors stores no two names over one storage."""
+        """The weights we save, from `state_dict` (e.g. one gathered by Trainer) or the model's own; a weight several
+        modules share once (`tied_aliases`)."""
         state_dict = self.state_dict() if state_dict is None else state_dict
-        saved, storages = {}, set()
-        for k, v in state_dict.items():
-            if self.is_saved_key(k):
-                v = v.detach().contiguous()
-                if v.numel() and v.untyped_storage().data_ptr() in storages:
-                    v = v.clone()
-                storages.add(v.untyped_storage().data_ptr())
-                saved[k] = v
-        return saved
+        aliases = self.tied_aliases()
+        return {k: v.detach().contiguous() for k, v in state_dict.items() if self.is_saved_key(k) and k not in aliases}
 
     def gathered_saved_state_dict(self) -> dict[str, torch.Tensor]:
         """`saved_state_dict` with ZeRO-3-partitioned weights gathered (CPU copies). Collective: every rank."""
@@ -141,7 +138,11 @@ class SavedModel(PreTrainedModel):
         super().load_state_dict(tensors, strict=False)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """Like `nn.Module.load_state_dict`; a state dict of saved keys only (what we save) counts as complete."""
+        """Like `nn.Module.load_state_dict`; a state dict of saved keys only (what we save) counts as complete, and
+        a shared weight saved once fills its aliases (`tied_aliases`)."""
+        aliases = {k: v for k, v in self.tied_aliases().items() if k not in state_dict and v in state_dict}
+        if aliases:
+            state_dict = {**state_dict, **{k: state_dict[v] for k, v in aliases.items()}}
         result = super().load_state_dict(state_dict, strict=False, assign=assign)
         if all(self.is_saved_key(k) for k in state_dict):
             result.missing_keys[:] = [k for k in result.missing_keys if self.is_saved_key(k)]

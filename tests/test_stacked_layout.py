@@ -6,15 +6,19 @@ init, save/load, merge and Trainer resume run in test_contracts.py's `ttlora_sta
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import torch
 from conftest import random_expert, randomize_, rel_err, tiny_base, tiny_batch
+from safetensors.torch import load_file
 from transformers import BertConfig, BertForSequenceClassification
 
 from benchmarks.stacked_tt import StackedTTLinear, stack_tt_
 from hf_ttmoe import TTLoRAConfig, TTLoRAModel, TTLoRAMoEModel
-from hf_ttmoe.ttlora.stacked import stack_groups
+from hf_ttmoe.io import WEIGHTS_NAME
+from hf_ttmoe.ttlora.layer import CORE_TAG
+from hf_ttmoe.ttlora.stacked import module_cores, stack_groups
 from hub_cards import render_card
 
 TOL = 1e-10  # float64
@@ -83,24 +87,36 @@ def test_stacked_budget_on_minilm_shapes_and_its_card():
     assert "**layout:** stacked" in card and "so the cores are 4.30% of it" in card
 
 
-def test_saved_stacked_expert_keeps_its_ties_and_refuses_copies_that_differ(tmp_path, base_kind):
+def test_saved_stacked_expert_stores_shared_cores_once_and_keeps_its_ties(tmp_path, base_kind):
+    """The file holds each module's U and V once (under its first layer) and every layer's own core: its tensors
+    are the model's unique parameters. Reloading (`from_pretrained`, and `load_state_dict` as Trainer resumes)
+    ties them again; a file that lacks a shared core, or carries a later layer's copy, is refused naming the key."""
     model = random_expert(base_kind, layout="stacked", tt_rank=3)
     model.save_pretrained(tmp_path)
+    saved = load_file(tmp_path / WEIGHTS_NAME)
+    cores = {k: v for k, v in saved.items() if CORE_TAG in k}
+    assert sum(v.numel() for v in cores.values()) == model.num_parameters_by_kind()["adapter"]
+    assert len(cores) == 2 * (2 + 2 * 1)  # 2 modules: V and U once, each of 2 layers its own core
     reloaded = TTLoRAModel.from_pretrained(tmp_path, base_model=tiny_base(base_kind, num_labels=2))
-    for group in stack_groups(reloaded.adapter_layers()).values():
-        assert all(layer.ttlora_cores[j] is group[0].ttlora_cores[j] for layer in group for j in (0, 2))
-    with torch.no_grad():
-        assert rel_err(reloaded(**tiny_batch()).logits, model(**tiny_batch()).logits) <= 1e-6
-    tensors = reloaded.saved_state_dict()
-    second = stack_groups(reloaded.adapter_layers())
-    layer = next(iter(second.values()))[1]
-    key = f"model.{layer.name}.ttlora_cores.2"
-    assert key in tensors
-    edited = {**tensors, key: tensors[key] + 1}
-    with pytest.raises(ValueError, match=r"layout='stacked', but core 2 of .* differs"):
-        reloaded.load_adapter_state_dict(edited)
-    with pytest.raises(ValueError, match=r"core 2 of .* differs"):
-        reloaded.load_state_dict(edited)
+    fresh = random_expert(base_kind, layout="stacked", tt_rank=3, seed=5)
+    fresh.load_state_dict(saved)
+    for again in (reloaded, fresh):
+        for group in stack_groups(again.adapter_layers()).values():
+            assert all(layer.ttlora_cores[j] is group[0].ttlora_cores[j] for layer in group for j in (0, 2))
+        with torch.no_grad():
+            assert rel_err(again(**tiny_batch()).logits, model(**tiny_batch()).logits) <= 1e-6
+    first = next(k for k in cores if k.endswith(f"{CORE_TAG}0"))
+    alias = next(iter(reloaded.tied_aliases()))
+    with pytest.raises(ValueError, match=rf"missing \['{re.escape(first)}'\]"):
+        reloaded.load_adapter_state_dict({k: v for k, v in saved.items() if k != first})
+    later = next(a for a, name in reloaded.tied_aliases().items() if name == first).split(CORE_TAG)[0]
+    v, s, u = module_cores(saved, later)  # the later layer's V, U are its module's, its core its own
+    assert torch.equal(v, saved[first]) and torch.equal(u, saved[first[:-1] + "2"])
+    assert torch.equal(s, saved[f"{later}{CORE_TAG}1"])
+    with pytest.raises(ValueError, match=r"core 0 is saved neither for it nor once for its module"):
+        module_cores({k: v for k, v in saved.items() if k != first}, later)
+    with pytest.raises(ValueError, match=rf"unexpected \['{re.escape(alias)}'\]"):
+        reloaded.load_adapter_state_dict({**saved, alias: saved[reloaded.tied_aliases()[alias]]})
 
 
 def test_stacked_and_chain_experts_compose_into_one_moe(make_expert, base_kind):

@@ -24,7 +24,7 @@ from ..io import (
 from ..saved_model import base_card_facts
 from .config import TTLoRAConfig
 from .layer import CORE_TAG
-from .stacked import unique_core_params
+from .stacked import module_cores
 
 LORA_REFERENCE_RANK = 16  # the cards compare TT-LoRA's parameter count with LoRA r=16 on the same modules
 
@@ -50,8 +50,8 @@ def expert_facts(data: ExpertCardData, config: TTLoRAConfig, tensors: dict[str, 
     layouts: dict[tuple, dict] = {}
     adapter = lora = 0
     for module in sorted({k.split(CORE_TAG)[0] for k in tensors if CORE_TAG in k}):
-        cores = [tensors[f"{module}{CORE_TAG}{j}"] for j in range(sum(k.startswith(module + CORE_TAG)
-                                                                       for k in tensors))]
+        cores = module_cores(tensors, module) if config.layout == "stacked" else [
+            tensors[f"{module}{CORE_TAG}{j}"] for j in range(sum(k.startswith(module + CORE_TAG) for k in tensors))]
         modes, ranks = [c.shape[1] for c in cores], [c.shape[0] for c in cores] + [cores[-1].shape[2]]
         m = _split_modes(modes, (in_features or {}).get(module), candidates)
         in_modes, out_modes = (modes[:m], modes[m:]) if m else (modes, [])
@@ -66,8 +66,8 @@ def expert_facts(data: ExpertCardData, config: TTLoRAConfig, tensors: dict[str, 
                                           "parameters": params, "layers": 0})
         layout["layers"] += 1
     data.tt_layouts = list(layouts.values())
-    if config.layout == "stacked":
-        adapter = unique_core_params(tensors)
+    if config.layout == "stacked":  # each shared core once, as saved
+        adapter = sum(v.numel() for k, v in tensors.items() if CORE_TAG in k)
     data.trainable_parameters = {"adapter": adapter,
                                  "head": sum(v.numel() for k, v in tensors.items() if CORE_TAG not in k)}
     data.lora_r16_parameters = lora or None

@@ -13,7 +13,7 @@ from .convert import from_lora
 from .hub import expert_facts
 from .layer import TTLoRALinear
 from .shared_factors import shared_factors
-from .stacked import check_tied, stacked_modes, tie_stacks_
+from .stacked import stacked_modes, tie_stacks_, tied_aliases
 
 
 class TTLoRAModel(AdapterModel):
@@ -73,20 +73,11 @@ class TTLoRAModel(AdapterModel):
         return TTLoRALinear(linear, in_modes, out_modes, c.tt_rank, c.alpha, c.forward_impl, c.dropout, name=name,
                             init=c.init)
 
-    def load_saved_state_dict(self, tensors, source: str = "checkpoint") -> None:
-        """As `AdapterModel.load_saved_state_dict`; a stacked expert's per-layer copies of its shared cores must be
-        equal (`stacked.check_tied`), since loading writes them all into one parameter."""
-        if self.config.layout == "stacked":
-            check_tied(tensors, source)
-        super().load_saved_state_dict(tensors, source)
-
-    load_adapter_state_dict = load_saved_state_dict
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """As `SavedModel.load_state_dict` (what `Trainer` resumes with), with the stacked layout's check."""
-        if self.config.layout == "stacked":
-            check_tied(state_dict, "state_dict")
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+    def tied_aliases(self) -> dict[str, str]:
+        """The stacked layout's shared cores in every layer but a module's first (`stacked.tied_aliases`)."""
+        if self.config.layout != "stacked":
+            return {}
+        return tied_aliases(self.adapter_layers(), prefix="model.")
 
     @classmethod
     def from_lora(cls, path_or_hub_id, tt_rank: int | list[int] = 5, revision: str | None = None, base_model=None,

@@ -10,10 +10,11 @@ best layout under 5% on five of the issue-13 tasks (benchmarks/README.md).
 
 Each layer is still a `TTLoRALinear`, a chain of three cores with input modes `[in]` and output modes `[1, out]`:
 core 0 (1, in, r) holds V, core 1 (r, 1, r) the layer's own S_l, core 2 (r, out, 1) U. The layers of one module
-(same path inside their layer, same shape) hold the *same* core-0 and core-2 parameters, so `parameters()` lists
-each once and its gradient sums every layer's. Everything that reads chains (merging, the MoE's factor stacking,
-the Hub card, the batched factors of `shared_factors.py`) reads these unchanged. A saved expert keeps per-layer
-names: each layer's copy of a shared core is written, and loading refuses copies that differ (`check_tied`).
+(same path inside their layer) hold the *same* core-0 and core-2 parameters, so `parameters()` lists each once and
+its gradient sums every layer's. Everything that reads chains (merging, the batched factors of `shared_factors.py`)
+reads these unchanged. A saved expert stores each shared core once, under the name of its module's first layer
+(`tied_aliases` names the others); readers of saved tensors (the MoE, the Hub card) resolve the other layers' cores
+with `module_cores`.
 """
 
 from __future__ import annotations
@@ -35,11 +36,16 @@ def stacked_modes(in_features: int, out_features: int) -> list[list[int]]:
 
 
 def stack_groups(layers: list[TTLoRALinear]) -> dict[str, list[TTLoRALinear]]:
-    """Layers grouped by module: path inside their layer and weight shape ("attention.self.query 384x384")."""
+    """Layers grouped by module (path inside their layer, "attention.self.query"), in model order; a module whose
+    weight shape differs between layers cannot share one U and V, and is refused naming it."""
     groups: dict[str, list[TTLoRALinear]] = {}
     for layer in layers:
-        base = layer.base_layer
-        groups.setdefault(f"{path_in_layer(layer.name)} {base.out_features}x{base.in_features}", []).append(layer)
+        groups.setdefault(path_in_layer(layer.name), []).append(layer)
+    for path, group in groups.items():
+        shapes = {tuple(layer.base_layer.weight.shape) for layer in group}
+        if len(shapes) > 1:
+            raise ValueError(f"layout='stacked': the layers' {path!r} weights differ in shape ({sorted(shapes)}), so "
+                             "they cannot share one U and V; adapt them with layout='chain'.")
     return groups
 
 
@@ -57,37 +63,32 @@ def tie_stacks_(layers: list[TTLoRALinear]) -> None:
             layer.ttlora_cores[0], layer.ttlora_cores[2] = v, u
 
 
-def check_tied(tensors: dict[str, torch.Tensor], owner: str) -> None:
-    """A saved stacked expert writes each layer's copy of its module's V and U: refuse copies that differ (an edited
-    or mixed file), naming the module and the first layer that differs, before anything is loaded."""
-    modules = sorted({k.split(CORE_TAG)[0] for k in tensors if CORE_TAG in k})
-    first: dict[str, str] = {}
-    for module in modules:
-        if f"{module}{CORE_TAG}2" not in tensors:  # not three cores: the shape check that follows refuses them
-            continue
-        key = f"{path_in_layer(module)} {tuple(tensors[f'{module}{CORE_TAG}2'].shape)}"
-        ref = first.setdefault(key, module)
-        for j in SHARED_CORES:
-            if ref != module and not torch.equal(tensors[f"{module}{CORE_TAG}{j}"], tensors[f"{ref}{CORE_TAG}{j}"]):
-                raise ValueError(f"{owner}: layout='stacked', but core {j} of {module} differs from {ref}'s; the "
-                                 "layers of a module share that core, so these weights are no stacked expert.")
+def tied_aliases(layers: list[TTLoRALinear], prefix: str = "") -> dict[str, str]:
+    """`{alias: name}`: the state-dict names of each shared core in the module's later layers, and the name of the
+    same parameter in its first layer (the one that is saved)."""
+    aliases = {}
+    for group in stack_groups(layers).values():
+        for layer in group[1:]:
+            for j in SHARED_CORES:
+                aliases[f"{prefix}{layer.name}{CORE_TAG}{j}"] = f"{prefix}{group[0].name}{CORE_TAG}{j}"
+    return aliases
 
 
-def unique_core_params(tensors: dict[str, torch.Tensor]) -> int:
-    """Entries of a stacked expert's cores, each module's shared V and U counted once."""
-    seen, total = set(), 0
-    for k, v in tensors.items():
-        if CORE_TAG not in k:
-            continue
-        module, _, j = k.rpartition(CORE_TAG)
-        if int(j) in SHARED_CORES:
-            shared = (path_in_layer(module), int(j), tuple(v.shape))
-            if shared in seen:
-                continue
-            seen.add(shared)
-        total += v.numel()
-    return total
+def module_cores(tensors: dict[str, torch.Tensor], module: str) -> list[torch.Tensor]:
+    """The three cores of a stacked expert's `module` in its saved tensors: its own S_l, and the V and U it shares,
+    saved once under its module's first layer (the one module of the same path inside its layer that has them)."""
+    path, cores = path_in_layer(module), []
+    for j in range(len(SHARED_CORES) + 1):
+        key = f"{module}{CORE_TAG}{j}"
+        if key not in tensors:
+            owners = [k for k in tensors
+                      if k.endswith(f"{CORE_TAG}{j}") and path_in_layer(k.split(CORE_TAG)[0]) == path]
+            if len(owners) != 1:
+                raise ValueError(f"{module}: core {j} is saved neither for it nor once for its module {path!r} "
+                               f"(found {owners}).")
+            key = owners[0]
+        cores.append(tensors[key])
+    return cores
 
 
-__all__ = ["LAYOUTS", "SHARED_CORES", "check_tied", "stack_groups", "stacked_modes", "tie_stacks_",
-           "unique_core_params"]
+__all__ = ["LAYOUTS", "SHARED_CORES", "module_cores", "stack_groups", "stacked_modes", "tie_stacks_", "tied_aliases"]

@@ -24,7 +24,7 @@ from ..io import (
 )
 from ..ttlora.config import TTLoRAConfig
 from ..ttlora.layer import CORE_TAG
-from ..ttlora.stacked import check_tied
+from ..ttlora.stacked import module_cores
 
 
 @dataclass
@@ -59,6 +59,8 @@ class Expert:
         return sorted({k.split(CORE_TAG)[0] for k in self.tensors if CORE_TAG in k})
 
     def cores(self, module: str) -> list[torch.Tensor]:
+        if self.config.layout == "stacked":  # shared cores saved once, under the module's first layer
+            return module_cores(self.tensors, module)
         n = sum(1 for k in self.tensors if k.startswith(module + CORE_TAG))
         return [self.tensors[f"{module}{CORE_TAG}{j}"] for j in range(n)]
 
@@ -102,8 +104,6 @@ def load_expert(entry: dict, root: str | None = None, **hub_kwargs) -> Expert:
     task = entry.get("task") or config.task or repo_id
     expert = Expert(repo_id, revision, task, path, config, tensors, local=local)
     check_cores_fit_config(expert, owner)
-    if config.layout == "stacked":
-        check_tied(tensors, owner)
     return expert
 
 
@@ -112,7 +112,10 @@ def check_cores_fit_config(expert: Expert, owner: str) -> None:
     clips them), as building the expert with `TTLoRAModel.from_pretrained` requires: a `tt_rank` edited in a
     config saved without digests is refused here too."""
     for module in expert.modules():
-        cores = expert.cores(module)
+        try:
+            cores = expert.cores(module)
+        except ValueError as err:
+            raise IncompatibleExpertError(f"{owner}: {err}") from err
         have = [c.shape[0] for c in cores] + [cores[-1].shape[2]]
         try:
             want = tt.fit_tt_ranks([c.shape[1] for c in cores], expert.config.tt_rank)
