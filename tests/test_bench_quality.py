@@ -13,10 +13,10 @@ from hf_ttmoe import DEFAULT_BASE_MODEL
 from hf_ttmoe.training import compute_metrics
 
 
-def args(modules: str, tt_init: str = "zero") -> argparse.Namespace:
-    return argparse.Namespace(base_model=DEFAULT_BASE_MODEL, gguf_file=None, task="t", tt_rank=5, tt_alpha=16.0,
-                              tt_shapes=None, lora_rank=16, modules=modules, tt_init=tt_init, stack_rank=4,
-                              stack_share="module")
+def args(modules: str, tt_init: str = "zero", **overrides) -> argparse.Namespace:
+    return argparse.Namespace(**{**dict(base_model=DEFAULT_BASE_MODEL, gguf_file=None, task="t", tt_rank=5,
+                                        tt_alpha=16.0, tt_shapes=None, lora_rank=16, modules=modules, tt_init=tt_init,
+                                        tt_layout="chain", stack_rank=4, stack_share="module"), **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +28,8 @@ def params():
             counts[method if modules == "qv" else f"{method}_all"] = adapter_parameters(model)
             trainable_head = [n for n, p in model.named_parameters() if p.requires_grad and "classifier" in n]
             assert trainable_head, f"{method} must train the task head"
+    model, _ = build("tt", args(modules="qv", tt_layout="stacked", tt_rank=4), ["a", "b"], 0)
+    counts["tt_layout_stacked"] = adapter_parameters(model)
     return counts
 
 
@@ -40,6 +42,7 @@ def test_method_budgets_are_what_the_benchmark_says(params):
     assert params["tt"] / params["lora"] < 0.05 and params["tt_all"] / params["lora_all"] < 0.05
     # the stacked train: per module name U (384 x 4) and V (4 x 384), per layer and module a 4 x 4 core
     assert params["tt_stack"] == 2 * (384 + 384) * 4 + 6 * 2 * 4 * 4 == 6_336
+    assert params["tt_layout_stacked"] == params["tt_stack"]  # the library's stacked layout, the same train
     assert params["head"] == 0 and params["full"] > 20_000_000
 
 
