@@ -105,7 +105,7 @@ class SavedModel(PreTrainedModel):
 
     def tied_aliases(self) -> dict[str, str]:
         """`{alias: name}` of saved weights that several modules share (the stacked TT layout's U and V): each is saved
-        once, under `name`; loading fills the aliases from it. None by default."""
+        once, under `name`; loading fills the aliases from it. Empty by default."""
         return {}
 
     def saved_state_dict(self, state_dict: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:

@@ -85,7 +85,7 @@ def module_cores(tensors: dict[str, torch.Tensor], module: str) -> list[torch.Te
                       if k.endswith(f"{CORE_TAG}{j}") and path_in_layer(k.split(CORE_TAG)[0]) == path]
             if len(owners) != 1:
                 raise ValueError(f"{module}: core {j} is saved neither for it nor once for its module {path!r} "
-                               f"(found {owners}).")
+                                 f"(found {owners}).")
             key = owners[0]
         cores.append(tensors[key])
     return cores
