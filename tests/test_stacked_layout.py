@@ -18,7 +18,7 @@ from benchmarks.stacked_tt import StackedTTLinear, stack_tt_
 from hf_ttmoe import TTLoRAConfig, TTLoRAModel, TTLoRAMoEModel
 from hf_ttmoe.io import WEIGHTS_NAME
 from hf_ttmoe.ttlora.layer import CORE_TAG
-from hf_ttmoe.ttlora.stacked import module_cores, stack_groups
+from hf_ttmoe.ttlora.stacked import saved_cores, stack_groups
 from hub_cards import render_card
 
 TOL = 1e-10  # float64
@@ -110,11 +110,11 @@ def test_saved_stacked_expert_stores_shared_cores_once_and_keeps_its_ties(tmp_pa
     with pytest.raises(ValueError, match=rf"missing \['{re.escape(first)}'\]"):
         reloaded.load_adapter_state_dict({k: v for k, v in saved.items() if k != first})
     later = next(a for a, name in reloaded.tied_aliases().items() if name == first).split(CORE_TAG)[0]
-    v, s, u = module_cores(saved, later)  # the later layer's V, U are its module's, its core its own
+    v, s, u = saved_cores(saved, later, "stacked")  # the later layer's V, U are its module's, its core its own
     assert torch.equal(v, saved[first]) and torch.equal(u, saved[first[:-1] + "2"])
     assert torch.equal(s, saved[f"{later}{CORE_TAG}1"])
     with pytest.raises(ValueError, match=r"core 0 is saved neither for it nor once for its module"):
-        module_cores({k: v for k, v in saved.items() if k != first}, later)
+        saved_cores({k: v for k, v in saved.items() if k != first}, later, "stacked")
     with pytest.raises(ValueError, match=rf"unexpected \['{re.escape(alias)}'\]"):
         reloaded.load_adapter_state_dict({**saved, alias: saved[reloaded.tied_aliases()[alias]]})
 

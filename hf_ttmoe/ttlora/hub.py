@@ -24,7 +24,7 @@ from ..io import (
 from ..saved_model import base_card_facts
 from .config import TTLoRAConfig
 from .layer import CORE_TAG
-from .stacked import module_cores
+from .stacked import saved_cores
 
 LORA_REFERENCE_RANK = 16  # the cards compare TT-LoRA's parameter count with LoRA r=16 on the same modules
 
@@ -48,15 +48,13 @@ def expert_facts(data: ExpertCardData, config: TTLoRAConfig, tensors: dict[str, 
     signature = config.base_model_signature or {}
     candidates = tuple(v for v in (signature.get("hidden_size"), signature.get("intermediate_size")) if v)
     layouts: dict[tuple, dict] = {}
-    adapter = lora = 0
+    lora = 0
     for module in sorted({k.split(CORE_TAG)[0] for k in tensors if CORE_TAG in k}):
-        cores = module_cores(tensors, module) if config.layout == "stacked" else [
-            tensors[f"{module}{CORE_TAG}{j}"] for j in range(sum(k.startswith(module + CORE_TAG) for k in tensors))]
+        cores = saved_cores(tensors, module, config.layout)
         modes, ranks = [c.shape[1] for c in cores], [c.shape[0] for c in cores] + [cores[-1].shape[2]]
         m = _split_modes(modes, (in_features or {}).get(module), candidates)
         in_modes, out_modes = (modes[:m], modes[m:]) if m else (modes, [])
         params = sum(c.numel() for c in cores)
-        adapter += params
         if m:
             lora += LORA_REFERENCE_RANK * (math.prod(in_modes) + math.prod(out_modes))
         key = (module.rsplit(".", 1)[-1], tuple(in_modes), tuple(out_modes), tuple(ranks))
@@ -66,9 +64,8 @@ def expert_facts(data: ExpertCardData, config: TTLoRAConfig, tensors: dict[str, 
                                           "parameters": params, "layers": 0})
         layout["layers"] += 1
     data.tt_layouts = list(layouts.values())
-    if config.layout == "stacked":  # each shared core once, as saved
-        adapter = sum(v.numel() for k, v in tensors.items() if CORE_TAG in k)
-    data.trainable_parameters = {"adapter": adapter,
+    # the cores as saved: a stacked expert's shared cores once
+    data.trainable_parameters = {"adapter": sum(v.numel() for k, v in tensors.items() if CORE_TAG in k),
                                  "head": sum(v.numel() for k, v in tensors.items() if CORE_TAG not in k)}
     data.lora_r16_parameters = lora or None
     return data

@@ -14,7 +14,7 @@ core 0 (1, in, r) holds V, core 1 (r, 1, r) the layer's own S_l, core 2 (r, out,
 its gradient sums every layer's. Everything that reads chains (merging, the batched factors of `shared_factors.py`)
 reads these unchanged. A saved expert stores each shared core once, under the name of its module's first layer
 (`tied_aliases` names the others); readers of saved tensors (the MoE, the Hub card) resolve the other layers' cores
-with `module_cores`.
+with `saved_cores`.
 """
 
 from __future__ import annotations
@@ -74,9 +74,13 @@ def tied_aliases(layers: list[TTLoRALinear], prefix: str = "") -> dict[str, str]
     return aliases
 
 
-def module_cores(tensors: dict[str, torch.Tensor], module: str) -> list[torch.Tensor]:
-    """The three cores of a stacked expert's `module` in its saved tensors: its own S_l, and the V and U it shares,
-    saved once under its module's first layer (the one module of the same path inside its layer that has them)."""
+def saved_cores(tensors: dict[str, torch.Tensor], module: str, layout: str) -> list[torch.Tensor]:
+    """The cores of `module` in an expert's saved tensors. A chain's are its own; a stacked layer's are its own S_l and
+    the V and U it shares, saved once under its module's first layer (the one module of the same path inside its
+    layer that has them)."""
+    if layout != "stacked":
+        count = sum(k.startswith(module + CORE_TAG) for k in tensors)
+        return [tensors[f"{module}{CORE_TAG}{j}"] for j in range(count)]
     path, cores = path_in_layer(module), []
     for j in range(len(SHARED_CORES) + 1):
         key = f"{module}{CORE_TAG}{j}"
@@ -91,4 +95,4 @@ def module_cores(tensors: dict[str, torch.Tensor], module: str) -> list[torch.Te
     return cores
 
 
-__all__ = ["LAYOUTS", "SHARED_CORES", "module_cores", "stack_groups", "stacked_modes", "tie_stacks_", "tied_aliases"]
+__all__ = ["LAYOUTS", "SHARED_CORES", "saved_cores", "stack_groups", "stacked_modes", "tie_stacks_", "tied_aliases"]

@@ -24,7 +24,7 @@ from ..io import (
 )
 from ..ttlora.config import TTLoRAConfig
 from ..ttlora.layer import CORE_TAG
-from ..ttlora.stacked import module_cores
+from ..ttlora.stacked import saved_cores
 
 
 @dataclass
@@ -59,10 +59,7 @@ class Expert:
         return sorted({k.split(CORE_TAG)[0] for k in self.tensors if CORE_TAG in k})
 
     def cores(self, module: str) -> list[torch.Tensor]:
-        if self.config.layout == "stacked":  # shared cores saved once, under the module's first layer
-            return module_cores(self.tensors, module)
-        n = sum(1 for k in self.tensors if k.startswith(module + CORE_TAG))
-        return [self.tensors[f"{module}{CORE_TAG}{j}"] for j in range(n)]
+        return saved_cores(self.tensors, module, self.config.layout)
 
     def reference(self) -> dict:
         """The entry a router's config stores: `{repo_id, revision, task}`."""
