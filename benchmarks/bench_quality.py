@@ -106,6 +106,12 @@ def build(method: str, args, label_names: list[str], pad_token_id):
                                                      modules_to_save=[head])), []
 
 
+def tt_rank_arg(text: str) -> int | list[int]:
+    """`--tt_rank`: "5" (every bond) or "4,4,5,10,5,4,4" (each inner bond of the chain)."""
+    ranks = [int(v) for v in text.split(",")]
+    return ranks[0] if len(ranks) == 1 else ranks
+
+
 def module_set(base, modules: str) -> list[str]:
     """`--modules` as library targets: "qv" = the architecture's attention targets, "all" = the path inside its layer
     of every linear in the transformer layers."""
@@ -271,7 +277,8 @@ def main() -> None:
     parser.add_argument("--lrs", nargs="+", default=[], metavar="METHOD=LR,LR",
                         help="learning-rate grid per method, e.g. tt=5e-3,1e-2 (default: DEFAULT_LRS)")
     parser.add_argument("--modules", default="qv", choices=MODULE_SETS, help="linears tt and lora adapt")
-    parser.add_argument("--tt_rank", type=int, default=5)
+    parser.add_argument("--tt_rank", type=tt_rank_arg, default=5,
+                        help="TT rank: one int, or the chain's inner ranks comma-separated (e.g. 4,4,5,10,5,4,4)")
     parser.add_argument("--tt_layout", default="chain", choices=LAYOUTS,
                         help="tt: a tensor train per matrix, or the library's stacked layout (one across the layers)")
     parser.add_argument("--stack_rank", type=int, default=4, help="rank r of tt_stack (its U, V and r x r cores)")

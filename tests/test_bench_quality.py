@@ -8,7 +8,7 @@ import argparse
 import numpy as np
 import pytest
 
-from benchmarks.bench_quality import DEFAULT_LRS, adapter_parameters, build
+from benchmarks.bench_quality import DEFAULT_LRS, adapter_parameters, build, tt_rank_arg
 from hf_ttmoe import DEFAULT_BASE_MODEL
 from hf_ttmoe.training import compute_metrics
 
@@ -30,6 +30,8 @@ def params():
             assert trainable_head, f"{method} must train the task head"
     model, _ = build("tt", args(modules="qv", tt_layout="stacked", tt_rank=4), ["a", "b"], 0)
     counts["tt_layout_stacked"] = adapter_parameters(model)
+    model, _ = build("tt", args(modules="qv", tt_rank=tt_rank_arg("4,4,5,10,5,4,4")), ["a", "b"], 0)
+    counts["tt_midbond10"] = adapter_parameters(model)
     return counts
 
 
@@ -44,6 +46,15 @@ def test_method_budgets_are_what_the_benchmark_says(params):
     assert params["tt_stack"] == 2 * (384 + 384) * 4 + 6 * 2 * 4 * 4 == 6_336
     assert params["tt_layout_stacked"] == params["tt_stack"]  # the library's stacked layout, the same train
     assert params["head"] == 0 and params["full"] > 20_000_000
+    # a larger middle bond (ΔW's matrix rank 10) inside the budget: per 384 x 384 layout [16,4,3,2 | 2,3,4,16],
+    # cores r_{k-1} * n_k * r_k with ranks [1,4,4,5,10,5,4,4,1]
+    assert params["tt"] == 12 * 610 and params["tt_midbond10"] == 12 * 576 < 0.05 * params["lora"]
+
+
+def test_tt_rank_flag_reads_one_rank_or_each_bond():
+    assert tt_rank_arg("5") == 5 and tt_rank_arg("4,4,5,10,5,4,4") == [4, 4, 5, 10, 5, 4, 4]
+    with pytest.raises(ValueError):
+        tt_rank_arg("4,x")
 
 
 def test_metrics_include_mcc():
