@@ -66,6 +66,7 @@ DEFAULT_LRS = {"tt": [2e-3, 5e-3, 1e-2], "tt_stack": [2e-3, 5e-3, 1e-2], "lora":
                "moe_top2": [5e-4, 1e-3, 2e-3], "moe_nobal": [5e-4, 1e-3, 2e-3], "lora_budget": [5e-4, 1e-3, 2e-3],
                "lora_rank": [5e-4, 1e-3, 2e-3], "head": [1e-3, 3e-3, 1e-2], "full": [2e-5, 5e-5, 1e-4]}
 METRICS = ("accuracy", "f1", "macro_f1", "mcc")
+LENGTH_BUCKETS = (8, 16, 32)  # `--by_length`: rows of ≤ 8, 9-16, 17-32 and > 32 tokens (special tokens included)
 TT_INITS = {"zero": "gaussian", "orthogonal": "orthogonal"}  # --tt_init: TTLoRAConfig.init
 
 
@@ -236,10 +237,53 @@ def train_one(method: str, lr: float, seed: int, args, splits, label_names, toke
     for split, prefix in (("validation", "dev"), ("test", "test")):
         metrics = trainer.evaluate(splits[split], metric_key_prefix=prefix)
         row.update({f"{prefix}_{k}": metrics[f"{prefix}_{k}"] for k in METRICS})
+    if args.by_length:
+        for split, prefix in (("validation", "dev"), ("test", "test")):
+            row[f"{prefix}_by_length"] = correct_by_length(trainer, splits[split])
     loads = [h for h in trainer.state.log_history if "expert_load/0" in h]
     if loads:  # the last logged per-expert load fractions (averaged over layers)
         row["expert_load"] = [v for k, v in sorted(loads[-1].items()) if k.startswith("expert_load/")]
     return row
+
+
+def length_bucket(n_tokens: int) -> str:
+    """The `LENGTH_BUCKETS` label of a row of `n_tokens` tokens: "≤8", "≤16", "≤32" or ">32"."""
+    bound = next((b for b in LENGTH_BUCKETS if n_tokens <= b), None)
+    return f"≤{bound}" if bound else f">{LENGTH_BUCKETS[-1]}"
+
+
+def correct_by_length(trainer, dataset) -> dict[str, list[int]]:
+    """Per length bucket of `dataset`'s rows: [right predictions, rows] of the trained `trainer.model`."""
+    out = trainer.predict(dataset)
+    logits = out.predictions[0] if isinstance(out.predictions, tuple) else out.predictions
+    counts = {}
+    for ids, label, pred in zip(dataset["input_ids"], out.label_ids, logits.argmax(-1), strict=True):
+        bucket = counts.setdefault(length_bucket(len(ids)), [0, 0])
+        bucket[0] += int(label == pred)
+        bucket[1] += 1
+    return dict(sorted(counts.items(), key=lambda kv: (kv[0][0] == ">", int(kv[0][1:]))))
+
+
+def length_table(args, rows: list[dict], chosen: dict[str, float]) -> list[str]:
+    """Dev and test accuracy per length bucket (`--by_length`), pooled over the chosen rate's seeds."""
+    out = []
+    for prefix in ("dev", "test"):
+        picked = {m: [r for r in rows if r["method"] == m and r["lr"] == chosen.get(m) and r["seed"] in args.seeds
+                      and f"{prefix}_by_length" in r] for m in args.methods}
+        buckets = sorted({b for rs in picked.values() for r in rs for b in r[f"{prefix}_by_length"]},
+                         key=lambda b: (b[0] == ">", int(b[1:])))
+        if not buckets:
+            continue
+        first = next(rs for rs in picked.values() if rs)[0][f"{prefix}_by_length"]
+        out += ["", f"{prefix.capitalize()} accuracy by length in tokens, rows pooled over the seeds (%; rows per "
+                f"seed and bucket: {', '.join(f'{b} {first[b][1]}' for b in buckets if b in first)}):", "",
+                "| method | " + " | ".join(buckets) + " |", "|---|" + "---:|" * len(buckets)]
+        for method, rs in picked.items():
+            if rs:
+                cells = [sum(r[f"{prefix}_by_length"].get(b, [0, 0])[i] for r in rs) for b in buckets for i in (0, 1)]
+                out.append(f"| {method} | " + " | ".join(f"{100 * right / n:.2f}" if n else "—"
+                                                          for right, n in zip(cells[::2], cells[1::2])) + " |")
+    return out
 
 
 def tables(args, rows: list[dict], chosen: dict[str, float]) -> str:
@@ -265,7 +309,7 @@ def tables(args, rows: list[dict], chosen: dict[str, float]) -> str:
                 steps += f" (best {statistics.median(r['best_step'] for r in rs):g})"
             out.append(f"| {method} | {rs[0]['adapter_params']:,} | {chosen[method]:g} | {steps} | "
                        + " | ".join(mean_std([r[f"test_{k}"] for r in rs]) for k in METRICS) + f" | {len(rs)} |")
-    return "\n".join(out)
+    return "\n".join(out + length_table(args, rows, chosen))
 
 
 def main() -> None:
@@ -316,6 +360,8 @@ def main() -> None:
     parser.add_argument("--pooling", default="model", choices=["model", "mean"],
                         help="model: the base's own head input (BERT: pooler over [CLS]); mean: masked mean of the "
                         "last hidden states (BERT encoders)")
+    parser.add_argument("--by_length", action="store_true",
+                        help="also record dev and test accuracy per input length bucket (`LENGTH_BUCKETS`)")
     parser.add_argument("--base_model", default=DEFAULT_BASE_MODEL)
     parser.add_argument("--gguf_file")
     parser.add_argument("--device", default="cpu")

@@ -8,7 +8,15 @@ import argparse
 import numpy as np
 import pytest
 
-from benchmarks.bench_quality import DEFAULT_LRS, adapter_parameters, build, tt_rank_arg
+from benchmarks.bench_quality import (
+    DEFAULT_LRS,
+    adapter_parameters,
+    build,
+    correct_by_length,
+    length_bucket,
+    length_table,
+    tt_rank_arg,
+)
 from hf_ttmoe import DEFAULT_BASE_MODEL
 from hf_ttmoe.training import compute_metrics
 
@@ -55,6 +63,25 @@ def test_tt_rank_flag_reads_one_rank_or_each_bond():
     assert tt_rank_arg("5") == 5 and tt_rank_arg("4,4,5,10,5,4,4") == [4, 4, 5, 10, 5, 4, 4]
     with pytest.raises(ValueError):
         tt_rank_arg("4,x")
+
+
+def test_by_length_counts_right_predictions_per_bucket():
+    from types import SimpleNamespace
+
+    assert [length_bucket(n) for n in (1, 8, 9, 16, 17, 32, 33, 64)] == ["≤8", "≤8", "≤16", "≤16", "≤32", "≤32",
+                                                                          ">32", ">32"]
+    rows = {"input_ids": [[0] * 5, [0] * 40, [0] * 12, [0] * 7, [0] * 40]}
+    labels = np.array([1, 0, 1, 0, 1])
+    logits = np.array([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # predicts 1, 1, 0, 0, 1
+    trainer = SimpleNamespace(predict=lambda dataset: SimpleNamespace(predictions=(logits,), label_ids=labels))
+    counts = correct_by_length(trainer, rows)
+    assert counts == {"≤8": [2, 2], "≤16": [0, 1], ">32": [1, 2]} and list(counts) == ["≤8", "≤16", ">32"]
+    # the table pools the chosen rate's seeds: ≤8 3 of 4 right, ≤16 0 of 2, >32 2 of 4
+    other = {"≤8": [1, 2], "≤16": [0, 1], ">32": [1, 2]}
+    results = [dict(method="tt", lr=5e-3, seed=s, test_by_length=c) for s, c in ((0, counts), (1, other))]
+    results.append(dict(method="tt", lr=1e-2, seed=0, test_by_length={"≤8": [0, 2]}))  # another rate: left out
+    table = length_table(argparse.Namespace(seeds=[0, 1], methods=["tt"]), results, {"tt": 5e-3})
+    assert table[-1] == "| tt | 75.00 | 0.00 | 50.00 |" and "and bucket: ≤8 2, ≤16 1, >32 2" in table[1]
 
 
 def test_metrics_include_mcc():
