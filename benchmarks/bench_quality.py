@@ -252,6 +252,11 @@ def length_bucket(n_tokens: int) -> str:
     return f"≤{bound}" if bound else f">{LENGTH_BUCKETS[-1]}"
 
 
+def bucket_order(label: str) -> tuple[bool, int]:
+    """Sort key of a `length_bucket` label: shortest first, "> N" last."""
+    return label[0] == ">", int(label[1:])
+
+
 def correct_by_length(trainer, dataset) -> dict[str, list[int]]:
     """Per length bucket of `dataset`'s rows: [right predictions, rows] of the trained `trainer.model`."""
     out = trainer.predict(dataset)
@@ -261,7 +266,7 @@ def correct_by_length(trainer, dataset) -> dict[str, list[int]]:
         bucket = counts.setdefault(length_bucket(len(ids)), [0, 0])
         bucket[0] += int(label == pred)
         bucket[1] += 1
-    return dict(sorted(counts.items(), key=lambda kv: (kv[0][0] == ">", int(kv[0][1:]))))
+    return {label: counts[label] for label in sorted(counts, key=bucket_order)}
 
 
 def length_table(args, rows: list[dict], chosen: dict[str, float]) -> list[str]:
@@ -270,8 +275,7 @@ def length_table(args, rows: list[dict], chosen: dict[str, float]) -> list[str]:
     for prefix in ("dev", "test"):
         picked = {m: [r for r in rows if r["method"] == m and r["lr"] == chosen.get(m) and r["seed"] in args.seeds
                       and f"{prefix}_by_length" in r] for m in args.methods}
-        buckets = sorted({b for rs in picked.values() for r in rs for b in r[f"{prefix}_by_length"]},
-                         key=lambda b: (b[0] == ">", int(b[1:])))
+        buckets = sorted({b for rs in picked.values() for r in rs for b in r[f"{prefix}_by_length"]}, key=bucket_order)
         if not buckets:
             continue
         first = next(rs for rs in picked.values() if rs)[0][f"{prefix}_by_length"]
