@@ -235,11 +235,10 @@ def train_one(method: str, lr: float, seed: int, args, splits, label_names, toke
     if args.early_stopping:  # the step of the dev-best checkpoint, the one evaluated below
         row["best_step"] = trainer.state.best_global_step
     for split, prefix in (("validation", "dev"), ("test", "test")):
-        metrics = trainer.evaluate(splits[split], metric_key_prefix=prefix)
-        row.update({f"{prefix}_{k}": metrics[f"{prefix}_{k}"] for k in METRICS})
-    if args.by_length:
-        for split, prefix in (("validation", "dev"), ("test", "test")):
-            row[f"{prefix}_by_length"] = correct_by_length(trainer, splits[split])
+        out = trainer.predict(splits[split], metric_key_prefix=prefix)  # metrics and predictions of one pass
+        row.update({f"{prefix}_{k}": out.metrics[f"{prefix}_{k}"] for k in METRICS})
+        if args.by_length:
+            row[f"{prefix}_by_length"] = correct_by_length(out, splits[split])
     loads = [h for h in trainer.state.log_history if "expert_load/0" in h]
     if loads:  # the last logged per-expert load fractions (averaged over layers)
         row["expert_load"] = [v for k, v in sorted(loads[-1].items()) if k.startswith("expert_load/")]
@@ -257,9 +256,8 @@ def bucket_order(label: str) -> tuple[bool, int]:
     return label[0] == ">", int(label[1:])
 
 
-def correct_by_length(trainer, dataset) -> dict[str, list[int]]:
-    """Per length bucket of `dataset`'s rows: [right predictions, rows] of the trained `trainer.model`."""
-    out = trainer.predict(dataset)
+def correct_by_length(out, dataset) -> dict[str, list[int]]:
+    """Per length bucket of `dataset`'s rows: [right predictions, rows] in `out`, `Trainer.predict`'s output on it."""
     logits = out.predictions[0] if isinstance(out.predictions, tuple) else out.predictions
     counts = {}
     for ids, label, pred in zip(dataset["input_ids"], out.label_ids, logits.argmax(-1), strict=True):
@@ -283,10 +281,11 @@ def length_table(args, rows: list[dict], chosen: dict[str, float]) -> list[str]:
                 f"seed and bucket: {', '.join(f'{b} {first[b][1]}' for b in buckets if b in first)}):", "",
                 "| method | " + " | ".join(buckets) + " |", "|---|" + "---:|" * len(buckets)]
         for method, rs in picked.items():
-            if rs:
-                cells = [sum(r[f"{prefix}_by_length"].get(b, [0, 0])[i] for r in rs) for b in buckets for i in (0, 1)]
-                out.append(f"| {method} | " + " | ".join(f"{100 * right / n:.2f}" if n else "—"
-                                                          for right, n in zip(cells[::2], cells[1::2])) + " |")
+            if rs:  # [right, rows] per bucket, summed over the seeds
+                pooled = [[sum(r[f"{prefix}_by_length"].get(b, [0, 0])[i] for r in rs) for i in (0, 1)]
+                          for b in buckets]
+                out.append(f"| {method} | " + " | ".join(f"{100 * right / n:.2f}" if n else "—" for right, n in pooled)
+                           + " |")
     return out
 
 

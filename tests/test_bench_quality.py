@@ -73,8 +73,7 @@ def test_by_length_counts_right_predictions_per_bucket():
     rows = {"input_ids": [[0] * 5, [0] * 40, [0] * 12, [0] * 7, [0] * 40]}
     labels = np.array([1, 0, 1, 0, 1])
     logits = np.array([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # predicts 1, 1, 0, 0, 1
-    trainer = SimpleNamespace(predict=lambda dataset: SimpleNamespace(predictions=(logits,), label_ids=labels))
-    counts = correct_by_length(trainer, rows)
+    counts = correct_by_length(SimpleNamespace(predictions=(logits,), label_ids=labels), rows)  # Trainer.predict's
     assert counts == {"≤8": [2, 2], "≤16": [0, 1], ">32": [1, 2]} and list(counts) == ["≤8", "≤16", ">32"]
     # the table pools the chosen rate's seeds: ≤8 3 of 4 right, ≤16 0 of 2, >32 2 of 4
     other = {"≤8": [1, 2], "≤16": [0, 1], ">32": [1, 2]}
