@@ -20,6 +20,8 @@ Methods (`--methods`; parameter counts printed per run):
     tt            TT-LoRA (`--tt_rank`, `--tt_alpha`) on `--modules`
     tt_stack      one tensor train over the stack of `--modules` across layers (`benchmarks/stacked_tt.py`: shared U, V
                   of rank `--stack_rank` per module name or shape, `--stack_share`, an r × r core per layer)
+    tt_mpo        a TT-matrix per matrix (`benchmarks/mpo_tt.py`: each core one input and one output mode,
+                  `--mpo_modes` on both sides, inner ranks `--mpo_ranks`)
     lora          PEFT LoRA r=16 (`--lora_rank`, alpha = rank) on `--modules`
     moe           dense MoE-LoRA, the library's defaults (8 experts of rank 4 on both FFN linears, dense gate)
     moe_top2      the same with top-2 gating
@@ -42,6 +44,7 @@ import torch
 
 from benchmarks.common import RESULTS, mean_std, resumed_rows, save
 from benchmarks.lr_grid import tune_lr
+from benchmarks.mpo_tt import mpo_tt_
 from benchmarks.stacked_tt import SHARES, stack_tt_
 from hf_ttmoe import (
     DEFAULT_BASE_MODEL,
@@ -61,8 +64,8 @@ from hf_ttmoe.ttlora.stacked import LAYOUTS
 # linear inside the transformer layers (BERT's pooler.dense, outside them, is left alone as TT-LoRA leaves it).
 # "lora_budget" / "lora_rank" adapt what dense MoE-LoRA adapts: the architecture's feed-forward linears.
 MODULE_SETS = ("qv", "all")
-DEFAULT_LRS = {"tt": [2e-3, 5e-3, 1e-2], "tt_stack": [2e-3, 5e-3, 1e-2], "lora": [5e-4, 1e-3, 2e-3],
-               "moe": [5e-4, 1e-3, 2e-3],
+DEFAULT_LRS = {"tt": [2e-3, 5e-3, 1e-2], "tt_stack": [2e-3, 5e-3, 1e-2], "tt_mpo": [2e-3, 5e-3, 1e-2],
+               "lora": [5e-4, 1e-3, 2e-3], "moe": [5e-4, 1e-3, 2e-3],
                "moe_top2": [5e-4, 1e-3, 2e-3], "moe_nobal": [5e-4, 1e-3, 2e-3], "lora_budget": [5e-4, 1e-3, 2e-3],
                "lora_rank": [5e-4, 1e-3, 2e-3], "head": [1e-3, 3e-3, 1e-2], "full": [2e-5, 5e-5, 1e-4]}
 METRICS = ("accuracy", "f1", "macro_f1", "mcc")
@@ -90,9 +93,12 @@ def build(method: str, args, label_names: list[str], pad_token_id):
     if method.startswith("moe"):
         return DenseMoELoRAModel(moe_config, base), [BalanceLossCallback()]
     head = next(name for name in HEAD_MODULE_NAMES if hasattr(base, name))
-    if method in ("full", "head", "tt_stack"):
+    if method in ("full", "head", "tt_stack", "tt_mpo"):
         base.requires_grad_(method == "full")
         getattr(base, head).requires_grad_(True)
+        if method == "tt_mpo":
+            mpo_tt_(base, target_names(base, module_set(base, args.modules)), args.mpo_modes, args.mpo_modes,
+                    args.mpo_ranks, args.tt_alpha)
         if method == "tt_stack":
             stack_tt_(base, target_names(base, module_set(base, args.modules)), args.stack_rank, args.tt_alpha,
                       args.stack_share)
@@ -107,9 +113,14 @@ def build(method: str, args, label_names: list[str], pad_token_id):
                                                      modules_to_save=[head])), []
 
 
+def int_list(text: str) -> list[int]:
+    """`6,4,4,4` -> [6, 4, 4, 4] (a ValueError otherwise, which argparse reports with the flag and value)."""
+    return [int(v) for v in text.split(",")]
+
+
 def tt_rank_arg(text: str) -> int | list[int]:
     """`--tt_rank`: "5" (every bond) or "4,4,5,10,5,4,4" (each inner bond of the chain)."""
-    ranks = [int(v) for v in text.split(",")]
+    ranks = int_list(text)
     return ranks[0] if len(ranks) == 1 else ranks
 
 
@@ -331,6 +342,9 @@ def main() -> None:
     parser.add_argument("--stack_rank", type=int, default=4, help="rank r of tt_stack (its U, V and r x r cores)")
     parser.add_argument("--stack_share", default="module", choices=SHARES,
                         help="tt_stack: one U, V per module name (query, value) or per matrix shape")
+    parser.add_argument("--mpo_modes", type=int_list, default=[6, 4, 4, 4],
+                        help="tt_mpo: the modes of each side, comma-separated (their product is the matrix side)")
+    parser.add_argument("--mpo_ranks", type=int_list, default=[3, 4, 3], help="tt_mpo: the inner ranks")
     parser.add_argument("--lora_rank", type=int, default=16, help="rank of the lora method (alpha = rank)")
     parser.add_argument("--tt_alpha", type=float, default=16.0)
     parser.add_argument("--tt_init", default="zero", choices=[*TT_INITS, "svd_of_random"],

@@ -4,6 +4,7 @@ claims, and the metrics it reports."""
 from __future__ import annotations
 
 import argparse
+import math
 
 import numpy as np
 import pytest
@@ -24,7 +25,8 @@ from hf_ttmoe.training import compute_metrics
 def args(modules: str, tt_init: str = "zero", **overrides) -> argparse.Namespace:
     return argparse.Namespace(**{**dict(base_model=DEFAULT_BASE_MODEL, gguf_file=None, task="t", tt_rank=5,
                                         tt_alpha=16.0, tt_shapes=None, lora_rank=16, modules=modules, tt_init=tt_init,
-                                        tt_layout="chain", stack_rank=4, stack_share="module"), **overrides})
+                                        tt_layout="chain", stack_rank=4, stack_share="module", mpo_modes=[6, 4, 4, 4],
+                                        mpo_ranks=[3, 4, 3]), **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +56,8 @@ def test_method_budgets_are_what_the_benchmark_says(params):
     assert params["tt_stack"] == 2 * (384 + 384) * 4 + 6 * 2 * 4 * 4 == 6_336
     assert params["tt_layout_stacked"] == params["tt_stack"]  # the library's stacked layout, the same train
     assert params["head"] == 0 and params["full"] > 20_000_000
+    # the TT-matrix: cores r_{k-1} * n_k * m_k * r_k, modes [6,4,4,4] on both sides, ranks [1,3,4,3,1]
+    assert params["tt_mpo"] == 12 * (36 * 3 + 3 * 16 * 4 + 4 * 16 * 3 + 3 * 16) == 12 * 540 < 0.05 * params["lora"]
     # a larger middle bond (ΔW's matrix rank 10) inside the budget: per 384 x 384 layout [16,4,3,2 | 2,3,4,16],
     # cores r_{k-1} * n_k * r_k with ranks [1,4,4,5,10,5,4,4,1]
     assert params["tt"] == 12 * 610 and params["tt_midbond10"] == 12 * 576 < 0.05 * params["lora"]
@@ -351,3 +355,45 @@ def test_stacked_tt_is_one_train_over_the_layers(share):
     assert len(sharing) == (2 * 3 if share == "all" else 3) and torch.allclose(u.grad, sum(grads), atol=1e-10)
     with pytest.raises(ValueError, match="share='layer' is not one of"):
         stack_tt_(model, [], rank=3, alpha=6.0, share="layer")
+
+
+def test_mpo_tt_is_a_tt_matrix_of_paired_modes():
+    """`mpo_tt.MPOLinear` on random modes and ranks: ΔW = 0 at step 0; with random cores, ΔWᵀ equals the entry-wise
+    definition (the product of each core's (i_k, j_k) slice) and the layer adds x · scaling · ΔWᵀ (float64, 1e-10);
+    the parameter count is the cores'; modes that do not make up the linear are refused."""
+    import itertools
+
+    import torch
+    from torch import nn
+
+    from benchmarks.mpo_tt import MPOLinear, mpo_num_params, mpo_to_matrix_t, mpo_tt_
+
+    torch.manual_seed(0)
+    layouts = [([2, 3, 2], [3, 2, 2], [2, 3]), ([3, 4], [5, 2], [4]), ([2, 2, 3, 2], [2, 3, 1, 2], [3, 2, 2])]
+    for in_modes, out_modes, ranks in layouts:
+        n, m = math.prod(in_modes), math.prod(out_modes)
+        model = nn.ModuleDict({"q": nn.Linear(n, m)})
+        mpo_tt_(model, ["q"], in_modes, out_modes, ranks, alpha=8.0)
+        model.double()
+        layer, x = model["q"], torch.randn(5, n, dtype=torch.float64)
+        assert torch.equal(layer(x), layer.base_layer(x))  # the last core is zero
+        assert sum(p.numel() for p in layer.mpo_cores) == mpo_num_params(in_modes, out_modes, ranks)
+        with torch.no_grad():
+            layer.mpo_cores[-1].normal_()
+        cores = [c.detach() for c in layer.mpo_cores]
+        expected = torch.zeros(n, m, dtype=torch.float64)
+        for i in itertools.product(*map(range, in_modes)):
+            for j in itertools.product(*map(range, out_modes)):
+                chain = torch.ones(1, 1, dtype=torch.float64)
+                for core, a, b in zip(cores, i, j):
+                    chain = chain @ core[:, a, b, :]
+                row = sum(a * math.prod(in_modes[k + 1:]) for k, a in enumerate(i))
+                col = sum(b * math.prod(out_modes[k + 1:]) for k, b in enumerate(j))
+                expected[row, col] = chain.item()
+        assert torch.allclose(mpo_to_matrix_t(cores), expected, atol=1e-10)
+        assert layer.scaling == 8.0 / ranks[-1]
+        assert torch.allclose(layer(x), layer.base_layer(x) + x @ (layer.scaling * expected), atol=1e-10)
+    with pytest.raises(ValueError, match=r"do not make up a 12 -> 12 linear"):
+        MPOLinear(nn.Linear(12, 12), [2, 2, 2], [2, 2, 3], [2, 2], alpha=8.0)
+    with pytest.raises(ValueError, match=r"one rank fewer"):
+        MPOLinear(nn.Linear(12, 12), [3, 4], [4, 3], [2, 2], alpha=8.0)
