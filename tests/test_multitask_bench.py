@@ -20,7 +20,15 @@ from benchmarks.multitask.adapterfusion import WORKER, job
 from benchmarks.multitask.heads import TaskHeads, score
 from benchmarks.multitask.jobs import STAGE_MINUTES, pending_stages, run_in_processes, split_stages
 from benchmarks.multitask.report import write_report
-from benchmarks.multitask.router_features import AttentionRouter, padded, summary
+from benchmarks.multitask.router_features import (
+    AttentionRouter,
+    embedding_features,
+    layer_features,
+    padded,
+    pooled,
+    standardised,
+    summary,
+)
 from benchmarks.multitask.rows import export_rows, read_labels, read_rows, timing_rows
 from benchmarks.multitask.run import Run, write_json
 from benchmarks.multitask.settings import ALL_TASKS, PAPER_TASKS, Settings
@@ -279,3 +287,38 @@ def test_tt_experts_take_the_runs_layout_and_keep_older_keys(pool, tmp_path, mon
                                 work_root=tmp_path / "work"), seed=0)
         assert folders["single"].name == f"single-{settings.training_key('ttlora', 5e-3, 0, *extra)}"
     assert pool.training_key("ttlora", 5e-3, 0) != stacked.training_key("ttlora", 5e-3, 0, "stacked", 4)
+
+
+@pytest.mark.parametrize("router_layer", [0, 1, 2])
+def test_layer_features_are_what_the_router_reads_after_that_layer(tmp_path, router_layer):
+    """`layer_features` at layer k equals the library's router input at `router_layer=k` with segment pooling (a
+    tiny BERT, pairs and single sentences, batches padded to different lengths), and at layer 0 the segment pooling
+    of the embedding features; standardising uses the reference rows' statistics."""
+    from datasets import Dataset
+    from tiny_pool import PAIRS, TEXTS, save_pool, tiny_tokenizer
+
+    from hf_ttmoe import TTLoRAMoEModel
+
+    experts, _ = save_pool("bert", tmp_path, num_experts=2)
+    moe = TTLoRAMoEModel.from_experts([str(p) for p in experts], router_layer=router_layer, pooling="segments")
+    moe.eval()
+    base, tokenizer = moe.base_model, tiny_tokenizer("bert")
+    base = getattr(base, "bert", base)
+    for rows in (Dataset.from_list(PAIRS), Dataset.from_list([{"text": t} for t in TEXTS[:5]])):
+        pair = "text_pair" in rows.column_names
+        got = layer_features(base, tokenizer, rows, max_length=32, layers=[router_layer], batch_size=2)[router_layer]
+        library = []
+        for start in range(0, len(rows), 2):
+            chunk = rows[start : start + 2]
+            enc = tokenizer(chunk["text"], chunk["text_pair"] if pair else None, truncation=True, max_length=32,
+                            padding=True, return_tensors="pt")
+            with torch.no_grad():
+                library.append(moe.router_features(**enc))
+        torch.testing.assert_close(got, torch.cat(library), rtol=1e-5, atol=1e-6)
+        assert (got[:, got.shape[1] // 2 :] != 0).any() == pair  # a single sentence has no second segment
+        if router_layer == 0:
+            embeddings = embedding_features(base, tokenizer, rows, max_length=32, batch_size=2)
+            torch.testing.assert_close(got, pooled(embeddings, "segments"), rtol=1e-5, atol=1e-6)
+    z = standardised(got, got)
+    torch.testing.assert_close(z.mean(0), torch.zeros(z.shape[1]), rtol=0, atol=1e-5)
+    assert torch.allclose(standardised(got[:2], got), z[:2])

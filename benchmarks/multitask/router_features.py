@@ -19,6 +19,10 @@ and their task, no labels, so a user may have more of them than of labelled rows
 (`AttentionRouter`: per segment, `heads` learned queries weigh the tokens, their weighted means side by side feed a
 linear router; trained on the token embeddings, not on cached means, 4 epochs: seed 0's validation rows of the
 18-task pool peaked there).
+Then, with `--layers` (stop 39), the segment-pooled linear router on the hidden state after each base layer k (what
+`router_layer=k` routes on; the paper's router reads the base model's output, the last layer), on raw features and on
+features standardised with the training rows' mean and std, to see whether a deeper representation carries the task
+signal the embeddings lack.
 Writes `benchmarks/results/multitask/router_features_<name>.{json,md}`.
 """
 
@@ -61,6 +65,30 @@ def embedding_features(model, tokenizer, rows, max_length: int, batch_size: int 
                     "mean": masked_mean(hidden, mask), "max": hidden.masked_fill(mask[..., None] == 0, -1e4).amax(1),
                     "lengths": torch.stack([(mask - second).sum(1), second.sum(1)], -1)})
     return {k: torch.cat([o[k] for o in out]) for k in out[0]}
+
+
+@torch.no_grad()
+def layer_features(model, tokenizer, rows, max_length: int, layers: list[int],
+                   batch_size: int = 128) -> dict[int, torch.Tensor]:
+    """Per row and base layer k of `layers` (0 = the embeddings): each segment's mean of the hidden state after layer
+    k, side by side, `(N, 2H)` (the library's `pooling="segments"` at `router_layer=k`)."""
+    out = {k: [] for k in layers}
+    pair = "text_pair" in rows.column_names
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        enc = tokenizer(chunk["text"], chunk["text_pair"] if pair else None, truncation=True, max_length=max_length,
+                        padding=True, return_tensors="pt")
+        hidden = model(**enc, output_hidden_states=True).hidden_states  # L + 1 of (B, T, H)
+        mask = enc["attention_mask"].float()
+        second = mask * (enc.get("token_type_ids", torch.zeros_like(enc["input_ids"])) == 1).float()
+        for k in layers:
+            out[k].append(torch.cat([masked_mean(hidden[k], mask - second), masked_mean(hidden[k], second)], -1))
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def standardised(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """`x` with each feature centred and scaled by `reference`'s (the training rows') mean and std."""
+    return (x - reference.mean(0)) / (reference.std(0) + 1e-6)
 
 
 def pooled(f: dict[str, torch.Tensor], pooling: str) -> torch.Tensor:
@@ -189,6 +217,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--train_rows", nargs="*", type=int, default=[],
                         help="router-training rows per task for the upper references (segments linear and the "
                              "attention router at each); none: the pooling table only")
+    parser.add_argument("--layers", nargs="*", type=int, default=[],
+                        help="base layers whose hidden state the segment-pooled linear router is also trained on "
+                             "(0 = the embeddings); none: no layer table")
     parser.add_argument("--threads", type=int)
     args = parser.parse_args(argv)
     if args.threads:
@@ -201,13 +232,19 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"--train_rows {bad}: router-training rows per task must be positive")
     path, _ = resolve_base_model(settings.base_model)
     tokenizer, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+    if bad := [k for k in args.layers if not 0 <= k <= model.config.num_hidden_layers]:
+        raise SystemExit(f"--layers {bad}: the base's layers are 0 (the embeddings) to "
+                         f"{model.config.num_hidden_layers}")
     start = time.perf_counter()
     feats = {"train": [], "test": []}
+    deeper = {"train": [], "test": []}  # per task, {layer: (N, 2H)}
     test_tokens = []
     for task in tasks:
         splits = load_capped(task, settings)
         for split in feats:
             feats[split].append(embedding_features(model, tokenizer, splits[split], settings.max_length))
+            if args.layers:
+                deeper[split].append(layer_features(model, tokenizer, splits[split], settings.max_length, args.layers))
         test_tokens.append(token_rows(tokenizer, splits["test"], settings.max_length))
         print(f"  features of {task}: {time.perf_counter() - start:.0f} s", flush=True)
     data = {split: (joined(parts), labelled([p["mean"] for p in parts])) for split, parts in feats.items()}
@@ -244,13 +281,25 @@ def main(argv: list[str] | None = None) -> dict:
                                **summary(preds, y_test, tasks)})
             print(f"  {cap:6d} rows per task, {kind:15s} router accuracy {references[-1]['accuracy']:.2f} ± "
                   f"{references[-1]['std']:.2f} ({time.perf_counter() - start:.0f} s)", flush=True)
+    layer_rows = []
+    for k in args.layers:
+        x, x_test = (torch.cat([part[k] for part in deeper[split]]) for split in ("train", "test"))
+        for features, (x_k, x_test_k) in {"raw": (x, x_test),
+                                          "standardised": (standardised(x, x), standardised(x_test, x))}.items():
+            preds = [train_and_score(x_k, y_train, x_test_k, y_test, len(tasks), "linear", seed=seed)
+                     for seed in args.seeds]
+            layer_rows.append({"layer": k, "features": features, **summary(preds, y_test, tasks)})
+            print(f"  layer {k} {features:12s} router accuracy {layer_rows[-1]['accuracy']:.2f} ± "
+                  f"{layer_rows[-1]['std']:.2f}", flush=True)
     result = {"tasks": tasks, "seeds": args.seeds, "train_rows": len(y_train), "test_rows": len(y_test),
-              "rows": rows, "references": references}
+              "rows": rows, "references": references, "layers": layer_rows}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"router_features_{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
     command = f"python -m benchmarks.multitask.router_features --name {args.name} --tasks {' '.join(args.tasks)}"
     if args.train_rows:
         command += " --train_rows " + " ".join(map(str, args.train_rows))
+    if args.layers:
+        command += " --layers " + " ".join(map(str, args.layers))
     columns = " | ".join(tasks) + " |"
     lines = [f"Router accuracy on the {len(y_test)} test rows of {len(tasks)} tasks, layer-0 features, mean ± std "
              f"over router seeds {args.seeds} (`{command}`).", "",
@@ -266,6 +315,12 @@ def main(argv: list[str] | None = None) -> dict:
         lines += [f"| {r['train_rows_per_task']} | {r['train_rows']} | {r['router']} | {r['accuracy']:.2f} ± "
                   f"{r['std']:.2f} | " + " | ".join(f"{r['per_task'][t]:.1f}" for t in tasks) + " |"
                   for r in references]
+    if layer_rows:
+        lines += ["", "The segment-pooled linear router on the hidden state after each base layer (`router_layer=k`; "
+                  "0 = the embeddings), raw or standardised with the training rows' mean and std.", "",
+                  "| layer | features | accuracy | " + columns, "|---:|---|---:|" + "---:|" * len(tasks)]
+        lines += [f"| {r['layer']} | {r['features']} | {r['accuracy']:.2f} ± {r['std']:.2f} | "
+                  + " | ".join(f"{r['per_task'][t]:.1f}" for t in tasks) + " |" for r in layer_rows]
     (RESULTS / f"router_features_{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return result
