@@ -71,6 +71,4 @@ def mpo_tt_(model: nn.Module, targets: list[str], in_modes: Sequence[int], out_m
             ranks: Sequence[int], alpha: float) -> None:
     """Swap every linear in `targets` (module paths) for an `MPOLinear` of one layout."""
     for path in targets:
-        parent, _, name = path.rpartition(".")
-        linear = model.get_submodule(path)
-        setattr(model.get_submodule(parent), name, MPOLinear(linear, in_modes, out_modes, ranks, alpha))
+        model.set_submodule(path, MPOLinear(model.get_submodule(path), in_modes, out_modes, ranks, alpha))
