@@ -282,9 +282,7 @@ class AdapterModel(SavedModel):
 
     def _inject_adapters(self) -> None:
         for name in self._target_names():
-            parent_name, _, child = name.rpartition(".")
-            parent = self.model.get_submodule(parent_name)
-            setattr(parent, child, self._make_adapter_layer(name, getattr(parent, child)))
+            self.model.set_submodule(name, self._make_adapter_layer(name, self.model.get_submodule(name)))
 
     def _make_adapter_layer(self, name: str, linear: nn.Linear) -> nn.Module:
         raise NotImplementedError

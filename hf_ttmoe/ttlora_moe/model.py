@@ -153,21 +153,18 @@ class TTLoRAMoEModel(SavedModel):
 
     def _set_module(self, name: str, module: nn.Module) -> None:
         """Put `module` at path `name` of the base model."""
-        parent_name, _, child = name.rpartition(".")
-        setattr(self.model.get_submodule(parent_name) if parent_name else self.model, child, module)
+        self.model.set_submodule(name, module)
 
     def _inject(self, experts: list[Expert]) -> None:
         """Every expert's factors are stacked (which checks they fit) before the first layer is swapped."""
         swaps = []
         for module in experts[0].modules():
-            parent_name, _, child = module.removeprefix("model.").rpartition(".")
-            parent = self.model.get_submodule(parent_name)
-            linear = getattr(parent, child)
+            path = module.removeprefix("model.")
+            linear = self.model.get_submodule(path)
             u, v = stacked_factors(experts, module, linear.in_features, linear.out_features)
-            swaps.append((parent, child, MixedTTLoRALinear(linear, u.to(linear.weight.device),
-                                                           v.to(linear.weight.device))))
-        for parent, child, layer in swaps:
-            setattr(parent, child, layer)
+            swaps.append((path, MixedTTLoRALinear(linear, u.to(linear.weight.device), v.to(linear.weight.device))))
+        for path, layer in swaps:
+            self._set_module(path, layer)
         head_name = experts[0].config.modules_to_save[0]
         head = self.model.get_submodule(head_name)
         c_max, hidden = max(e.num_labels for e in experts), head.in_features
@@ -178,10 +175,8 @@ class TTLoRAMoEModel(SavedModel):
             if f"model.{head_name}.bias" in e.tensors:
                 bias[i, : e.num_labels] = e.tensors[f"model.{head_name}.bias"]
         num_labels = torch.tensor([e.num_labels for e in experts])
-        parent_name, _, child = head_name.rpartition(".")
         to = {"dtype": head.weight.dtype, "device": head.weight.device}
-        setattr(self.model.get_submodule(parent_name) if parent_name else self.model, child,
-                MixedHead(weight.to(**to), bias.to(**to), num_labels.to(head.weight.device)))
+        self._set_module(head_name, MixedHead(weight.to(**to), bias.to(**to), num_labels.to(head.weight.device)))
         self._original_head = (head_name, head)
 
     def init_weights(self):
