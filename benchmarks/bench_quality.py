@@ -97,8 +97,9 @@ def build(method: str, args, label_names: list[str], pad_token_id):
         base.requires_grad_(method == "full")
         getattr(base, head).requires_grad_(True)
         if method == "tt_mpo":
-            mpo_tt_(base, target_names(base, module_set(base, args.modules)), args.mpo_modes, args.mpo_modes,
-                    args.mpo_ranks, args.tt_alpha)
+            for path in target_names(base, module_set(base, args.modules)):
+                in_modes, out_modes = (args.mpo_shapes or {}).get(path.rsplit(".", 1)[-1], [args.mpo_modes] * 2)
+                mpo_tt_(base, [path], in_modes, out_modes, args.mpo_ranks, args.tt_alpha)
         if method == "tt_stack":
             stack_tt_(base, target_names(base, module_set(base, args.modules)), args.stack_rank, args.tt_alpha,
                       args.stack_share)
@@ -345,6 +346,9 @@ def main() -> None:
     parser.add_argument("--mpo_modes", type=int_list, default=[6, 4, 4, 4],
                         help="tt_mpo: the modes of each side, comma-separated (their product is the matrix side)")
     parser.add_argument("--mpo_ranks", type=int_list, default=[3, 4, 3], help="tt_mpo: the inner ranks")
+    parser.add_argument("--mpo_shapes", type=json.loads, help="tt_mpo: input and output modes per module name, JSON, "
+                        'e.g. {"q_proj": [[6, 4, 4, 6], [6, 4, 4, 6]], "v_proj": [[6, 4, 4, 6], [4, 4, 3, 4]]} '
+                        "(modules not named use --mpo_modes on both sides)")
     parser.add_argument("--lora_rank", type=int, default=16, help="rank of the lora method (alpha = rank)")
     parser.add_argument("--tt_alpha", type=float, default=16.0)
     parser.add_argument("--tt_init", default="zero", choices=[*TT_INITS, "svd_of_random"],

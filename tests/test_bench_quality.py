@@ -26,7 +26,7 @@ def args(modules: str, tt_init: str = "zero", **overrides) -> argparse.Namespace
     return argparse.Namespace(**{**dict(base_model=DEFAULT_BASE_MODEL, gguf_file=None, task="t", tt_rank=5,
                                         tt_alpha=16.0, tt_shapes=None, lora_rank=16, modules=modules, tt_init=tt_init,
                                         tt_layout="chain", stack_rank=4, stack_share="module", mpo_modes=[6, 4, 4, 4],
-                                        mpo_ranks=[3, 4, 3]), **overrides})
+                                        mpo_ranks=[3, 4, 3], mpo_shapes=None), **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,20 @@ def test_method_budgets_are_what_the_benchmark_says(params):
     # a larger middle bond (ΔW's matrix rank 10) inside the budget: per 384 x 384 layout [16,4,3,2 | 2,3,4,16],
     # cores r_{k-1} * n_k * r_k with ranks [1,4,4,5,10,5,4,4,1]
     assert params["tt"] == 12 * 610 and params["tt_midbond10"] == 12 * 576 < 0.05 * params["lora"]
+
+
+def test_mpo_shapes_give_each_module_name_its_own_modes():
+    # value: input modes [6,4,4,4], output modes [4,4,4,6]; query keeps --mpo_modes on both sides
+    shapes = {"value": [[6, 4, 4, 4], [4, 4, 4, 6]]}
+    model, _ = build("tt_mpo", args(modules="qv", mpo_shapes=shapes), ["a", "b"], 0)
+    cores = {n: p.shape for n, p in model.named_parameters() if "mpo_cores" in n}
+    assert cores["bert.encoder.layer.0.attention.self.query.mpo_cores.0"] == (1, 6, 6, 3)
+    assert cores["bert.encoder.layer.0.attention.self.value.mpo_cores.0"] == (1, 6, 4, 3)
+    assert cores["bert.encoder.layer.5.attention.self.value.mpo_cores.3"] == (3, 4, 6, 1)
+    value = 6 * 4 * 3 + 3 * 4 * 4 * 4 + 4 * 4 * 4 * 3 + 3 * 4 * 6
+    assert adapter_parameters(model) == 6 * (540 + value)
+    with pytest.raises(ValueError, match="do not make up"):
+        build("tt_mpo", args(modules="qv", mpo_shapes={"query": [[6, 4, 4, 4], [4, 4, 4, 4]]}), ["a", "b"], 0)
 
 
 def test_tt_rank_flag_reads_one_rank_or_each_bond():
