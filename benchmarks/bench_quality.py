@@ -21,7 +21,7 @@ Methods (`--methods`; parameter counts printed per run):
     tt_stack      one tensor train over the stack of `--modules` across layers (`benchmarks/stacked_tt.py`: shared U, V
                   of rank `--stack_rank` per module name or shape, `--stack_share`, an r × r core per layer)
     tt_mpo        a TT-matrix per matrix (`benchmarks/mpo_tt.py`: each core one input and one output mode,
-                  `--mpo_modes` on both sides, inner ranks `--mpo_ranks`)
+                  `--mpo_modes` on both sides or `--mpo_shapes` per module name, inner ranks `--mpo_ranks`)
     lora          PEFT LoRA r=16 (`--lora_rank`, alpha = rank) on `--modules`
     moe           dense MoE-LoRA, the library's defaults (8 experts of rank 4 on both FFN linears, dense gate)
     moe_top2      the same with top-2 gating
@@ -327,7 +327,7 @@ def tables(args, rows: list[dict], chosen: dict[str, float]) -> str:
     return "\n".join(out + length_table(args, rows, chosen))
 
 
-def main() -> None:
+def arg_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", required=True, help="task name or folder (see hf_ttmoe.training.DataArguments)")
     parser.add_argument("--glue_dir")
@@ -392,6 +392,11 @@ def main() -> None:
                         help="while the best dev rate is at an edge of the grid, try the next one on the 1-2-5 ladder "
                              "past it, at most N per side (0: the grid as given)")
     parser.add_argument("--resume", action="store_true", help="keep the rows of an earlier run with the same settings")
+    return parser
+
+
+def main() -> None:
+    parser = arg_parser()
     args = parser.parse_args()
     grids = {m: DEFAULT_LRS[m] for m in args.methods}
     for item in args.lrs:

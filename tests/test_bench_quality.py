@@ -411,3 +411,50 @@ def test_mpo_tt_is_a_tt_matrix_of_paired_modes():
         MPOLinear(nn.Linear(12, 12), [2, 2, 2], [2, 2, 3], [2, 2], alpha=8.0)
     with pytest.raises(ValueError, match=r"one rank fewer"):
         MPOLinear(nn.Linear(12, 12), [3, 4], [4, 3], [2, 2], alpha=8.0)
+
+
+def test_closest_setting_table_pairs_seeds_and_keeps_the_protocol(tmp_path):
+    """`quality_closest`: runs grouped by comparable rows; each setting against LoRA r=16 of its modules, paired by
+    seed; the closest is the best with 3 seeds at ≤ 5% of the reference's parameters; runs that did not choose their
+    rate on seed 0, and runs on other rows, are not read into the group."""
+    import json
+
+    from benchmarks import quality_closest
+
+    def rows(method, lr, tests, params, dev=0.5):
+        return [{"method": method, "lr": lr, "seed": s, "dev_accuracy": dev, "test_accuracy": t,
+                 "adapter_params": params} for s, t in enumerate(tests)]
+
+    args = {"task": "sick", "metric": "accuracy", "seeds": [0, 1, 2], "base_model": "org/tiny-base", "modules": "qv"}
+    runs = {
+        "quality_ref": ({"methods": ["lora", "tt"]}, rows("lora", 1e-3, [0.80, 0.82, 0.78], 1000)
+                        + rows("tt", 5e-3, [0.75, 0.77, 0.76], 50) + rows("tt", 1e-2, [0.99], 50, dev=0.4)),
+        "quality_mpo": ({"methods": ["tt_mpo"], "mpo_ranks": [4, 4, 4]}, rows("tt_mpo", 1e-2, [0.79, 0.82, 0.77], 44)),
+        "quality_big": ({"methods": ["tt"], "tt_rank": 9}, rows("tt", 1e-2, [0.81, 0.82, 0.79], 60)),
+        "quality_one": ({"methods": ["tt_stack"], "seeds": [0]}, rows("tt_stack", 5e-3, [0.83], 40)),
+        "quality_rerun": ({"methods": ["tt_mpo"], "mpo_ranks": [4, 4, 4], "seeds": [0]},
+                          rows("tt_mpo", 1e-2, [0.10], 44)),  # the same setting, fewer seeds: not read
+        "quality_seed1": ({"methods": ["tt_mpo"], "seeds": [1]}, rows("tt_mpo", 1e-2, [0.0, 0.99], 44)[1:]),
+        "quality_other_rows": ({"methods": ["tt_mpo"], "max_test_samples": 100}, rows("tt_mpo", 1e-2, [0.9] * 3, 44)),
+    }
+    for name, (extra, rs) in runs.items():
+        run = {"args": {**args, **extra}, "rows": rs}
+        if name != "quality_one":
+            run["chosen_lr"] = {extra["methods"][0]: rs[0]["lr"]}  # quality_one: unfinished, read from dev
+        (tmp_path / f"{name}.json").write_text(json.dumps(run))
+    (tables,) = quality_closest.main(["--name", "c"], tmp_path)
+    by = {r["label"]: r for r in tables}
+    assert set(by) == {"lora", "tt", "tt_mpo (mpo_ranks=[4,4,4])", "tt (tt_rank=9)", "tt_stack"}
+    assert by["lora"]["reference"] and by["tt"]["lr"] == 5e-3
+    assert by["tt"]["diff"] == pytest.approx(-0.04) and by["tt"]["share"] == pytest.approx(0.05)
+    mpo = by["tt_mpo (mpo_ranks=[4,4,4])"]
+    assert mpo["run"] == "quality_mpo" and mpo["diff"] == pytest.approx(-0.0067, abs=1e-4)
+    assert mpo["diff_std"] == pytest.approx(0.0047, abs=1e-4)  # paired: -0.01, 0.00, -0.01
+    assert mpo["closest"] and mpo["eligible"]
+    assert not by["tt (tt_rank=9)"]["eligible"]  # 6% of LoRA's parameters, though closer
+    assert not by["tt_stack"]["eligible"] and by["tt_stack"]["n"] == 1  # one seed, though ahead
+    assert [r["label"] for r in tables][:3] == ["tt_stack", "tt (tt_rank=9)", "lora"]  # best difference first
+    text = (tmp_path / "c.md").read_text()
+    assert ("| sick, tiny-base, 1 ep (accuracy) | 80.00 ± 1.63 | `tt_mpo (mpo_ranks=[4,4,4])` | 44 (4.40%) | "
+            "79.33 ± 2.05 | -0.67 ± 0.47 | yes | 2 / 4 |") in text
+    assert (tmp_path / "c.png").stat().st_size > 0

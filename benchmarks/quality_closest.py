@@ -1,0 +1,194 @@
+"""Every TT setting tried against PEFT LoRA r=16, per task, and the closest one inside the 5% budget (issue 13).
+
+    python -m benchmarks.quality_closest --name quality_closest
+
+Reads every `bench_quality` result (`benchmarks/results/quality_*.json`) and groups its runs by what makes their test
+rows comparable (`COMPARABLE`: task, base, rows, budget, the metric that chose the rate). A group's reference is PEFT
+LoRA r=16 with the recipe's defaults on the same modules; every TT method (`tt`, `tt_stack`, `tt_mpo`) and every other
+LoRA setting of the group is a row, named by its method and the arguments it sets away from `bench_quality`'s
+defaults. A row counts only if its run followed the protocol: the rate chosen on seed 0's dev score (`final_rows`),
+so the runs of seeds 1-2 at a rate the protocol did not choose are left out. The same setting run twice (a rerun
+with `--by_length`) is read once: the run with the most seeds, then the first by name.
+
+The difference to LoRA r=16 is paired by seed over the seeds both have. "Closest" is the best mean difference among
+the settings with every seed of the protocol (3) at ≤ 5% of the reference's adapter parameters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from benchmarks.bench_quality import arg_parser
+from benchmarks.common import RESULTS
+from benchmarks.quality_summary import METRIC_NAMES, budget, final_rows
+
+# What makes two runs' test rows comparable; with early stopping the fixed budget does not apply, and the reverse.
+COMPARABLE = ("task", "base_model", "gguf_file", "metric", "max_train_samples", "max_dev_samples", "max_test_samples",
+              "max_length", "batch_size", "epochs", "early_stopping", "eval_steps", "max_epochs", "stop_on")
+EARLY_STOPPING_ONLY = ("eval_steps", "max_epochs", "stop_on")
+# The arguments that make a setting, per method, and the training recipe every method shares.
+SETTING = {"tt": ("tt_rank", "tt_layout", "tt_shapes", "tt_alpha", "tt_init"),
+           "tt_stack": ("stack_rank", "stack_share", "tt_alpha"),
+           "tt_mpo": ("mpo_modes", "mpo_ranks", "mpo_shapes", "tt_alpha"),
+           "lora": ("lora_rank",)}
+RECIPE = ("modules", "warmup", "weight_decay", "head_lr", "pooling", "group_by_length")
+BUDGET = 0.05  # of the reference's adapter parameters
+SEEDS = 3
+
+
+def defaults() -> dict:
+    return vars(arg_parser().parse_args(["--task", "t", "--methods", "tt", "--name", "n"]))
+
+
+def group_key(args: dict, default: dict) -> tuple:
+    fixed = not args.get("early_stopping")
+    return tuple((k, args.get(k, default[k])) for k in COMPARABLE
+                 if not (fixed and k in EARLY_STOPPING_ONLY) and not (not fixed and k == "epochs"))
+
+
+def setting(method: str, args: dict, default: dict) -> tuple[str, str, bool]:
+    """(label, modules, is the reference): the method and its arguments away from the defaults, e.g.
+    `tt_mpo (mpo_ranks=[4,4,4])`; the reference is LoRA r=16 with nothing changed but, maybe, the modules."""
+    keys = SETTING[method] + RECIPE
+    changed = [f"{k}={json.dumps(args[k], separators=(',', ':'))}" for k in keys
+               if k in args and args[k] != default[k] and not (k == "tt_rank" and str(args[k]) == str(default[k]))]
+    modules = args.get("modules", default["modules"])
+    reference = method == "lora" and changed in ([], [f'modules="{modules}"'])
+    return (f"{method} ({', '.join(changed)})" if changed else method), modules, reference
+
+
+def collect(results_dir: Path) -> dict[tuple, dict[str, dict]]:
+    """{group key: {label: row}}, a row holding its run's name, method, modules, seeds' test rows and parameters."""
+    default, groups = defaults(), {}
+    for path in sorted(Path(results_dir).glob("quality_*.json")):
+        run = json.loads(path.read_text())
+        args = run.get("args") or {}
+        if "task" not in args or args.get("seeds", [None])[0] != 0:
+            continue  # not a bench_quality run, or not one that chose its rate on seed 0
+        for method in args["methods"]:
+            if method not in SETTING or not (rows := final_rows(run, method)) or rows[0]["seed"] != 0:
+                continue
+            label, modules, reference = setting(method, args, default)
+            row = {"run": path.stem, "method": method, "label": label, "modules": modules, "lr": rows[0]["lr"],
+                   "reference": reference,
+                   "params": rows[0]["adapter_params"], "metric": args["metric"], "budget": budget(args),
+                   "base": args.get("base_model", default["base_model"]).split("/")[-1], "task": args["task"],
+                   "test": {r["seed"]: r[f"test_{args['metric']}"] for r in rows}}
+            group = groups.setdefault(group_key(args, default), {})
+            kept = group.get(label)
+            if kept is None or len(row["test"]) > len(kept["test"]):
+                group[label] = row
+    return groups
+
+
+def compare(group: dict[str, dict]) -> list[dict] | None:
+    """The group's rows against their reference (LoRA r=16, defaults, same modules), best difference first; None
+    when the group has no reference on query/value (not one of the goal's comparisons)."""
+    references = {r["modules"]: r for r in group.values() if r["reference"]}
+    if "qv" not in references:
+        return None
+    out = []
+    for row in group.values():
+        ref = references.get(row["modules"])
+        seeds = sorted(set(row["test"]) & set(ref["test"])) if ref else []
+        diffs = [row["test"][s] - ref["test"][s] for s in seeds]
+        values = list(row["test"].values())
+        out.append({**row, "mean": statistics.fmean(values), "std": statistics.pstdev(values), "n": len(values),
+                    "share": row["params"] / ref["params"] if ref else None,
+                    "diff": statistics.fmean(diffs) if diffs else None,
+                    "diff_std": statistics.pstdev(diffs) if diffs else None})
+    for r in out:
+        r["eligible"] = (not r["reference"] and r["method"] != "lora" and r["share"] is not None
+                         and r["share"] <= BUDGET and r["n"] >= SEEDS)
+    eligible = [r for r in out if r["eligible"]]
+    best = max(eligible, key=lambda r: r["diff"], default=None)
+    for r in out:
+        r["closest"] = r is best
+    return sorted(out, key=lambda r: (r["diff"] is None, -(r["diff"] if r["diff"] is not None else 0), r["label"]))
+
+
+def pct(value: float | None, sign: bool = False) -> str:
+    return "—" if value is None else f"{100 * value:+.2f}" if sign else f"{100 * value:.2f}"
+
+
+def title(rows: list[dict]) -> str:
+    r = rows[0]
+    return f"{r['task']}, {r['base']}, {r['budget']} ({METRIC_NAMES[r['metric']]})"
+
+
+def markdown(tables: list[list[dict]]) -> str:
+    lines = ["Closest setting at ≤ 5% of PEFT LoRA r=16's adapter parameters (3 seeds, rate chosen on dev), per task "
+             "(test, mean ± population std over seeds):", "",
+             "| task | LoRA r=16 | closest setting ≤ 5% | parameters | test | difference (paired) | within 1 point "
+             "| settings tried (≤ 5%, 3 seeds / all) |", "|---|---:|---|---:|---:|---:|---|---:|"]
+    for rows in tables:
+        ref = next(r for r in rows if r["reference"] and r["modules"] == "qv")
+        best = next((r for r in rows if r["closest"]), None)
+        tried = f"{sum(r['eligible'] for r in rows)} / {sum(not r['reference'] for r in rows)}"
+        if best is None:
+            lines.append(f"| {title(rows)} | {pct(ref['mean'])} ± {pct(ref['std'])} | — | — | — | — | — | {tried} |")
+            continue
+        within = "yes" if best["diff"] >= -0.01 else "no"
+        lines.append(f"| {title(rows)} | {pct(ref['mean'])} ± {pct(ref['std'])} | `{best['label']}` | "
+                     f"{best['params']:,} ({100 * best['share']:.2f}%) | {pct(best['mean'])} ± {pct(best['std'])} | "
+                     f"{pct(best['diff'], True)} ± {pct(best['diff_std'])} | {within} | {tried} |")
+    for rows in tables:
+        lines += ["", f"**{title(rows)}**: every setting, best difference first (modules q,v unless named)", "",
+                  "| setting | run | adapter parameters | / LoRA r=16 | lr | test, mean ± std | seeds | difference "
+                  "(paired) |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for r in rows:
+            name = f"**{r['label']}** (closest)" if r["closest"] else (
+                f"{r['label']} (reference)" if r["reference"] else r["label"])
+            share = "—" if r["share"] is None else f"{100 * r['share']:.2f}%"
+            diff = "—" if r["diff"] is None else f"{pct(r['diff'], True)} ± {pct(r['diff_std'])}"
+            lines.append(f"| {name} | {r['run']} | {r['params']:,} | {share} | {r['lr']:g} | {pct(r['mean'])} ± "
+                         f"{pct(r['std'])} | {r['n']} | {diff} |")
+    return "\n".join(lines)
+
+
+def plot(tables: list[list[dict]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.4 * len(tables) + 3, 4.2))
+    for i, rows in enumerate(tables):
+        for r in rows:
+            if r["reference"] or r["diff"] is None:
+                continue
+            inside = r["share"] is not None and r["share"] <= BUDGET
+            ax.scatter(i, 100 * r["diff"], s=90 if r["closest"] else 25, marker="*" if r["closest"] else "o",
+                       facecolors=("C3" if r["closest"] else "C0") if inside else "none",
+                       edgecolors="C3" if r["closest"] else "C0" if inside else "C7", zorder=3)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.axhline(-1, color="C2", ls="--", lw=0.8, label="goal: within 1 point")
+    ax.scatter([], [], c="C0", s=25, label="a setting ≤ 5% of LoRA's parameters")
+    ax.scatter([], [], facecolors="none", edgecolors="C7", s=25, label="a setting over 5%")
+    ax.scatter([], [], c="C3", marker="*", s=90, label="closest ≤ 5% (3 seeds)")
+    ax.set_xticks(range(len(tables)), [title(rows).replace(", ", "\n", 2) for rows in tables], fontsize=7)
+    ax.set_ylabel("test − PEFT LoRA r=16, points (paired by seed)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None, results_dir: Path = RESULTS) -> list[list[dict]]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--name", default="quality_closest", help="writes benchmarks/results/<name>.{md,png}")
+    args = parser.parse_args(argv)
+    tables = [rows for group in collect(results_dir).values() if (rows := compare(group))]
+    tables.sort(key=lambda rows: (rows[0]["base"] != "all-MiniLM-L6-v2", rows[0]["task"], rows[0]["budget"]))
+    text = markdown(tables)
+    (Path(results_dir) / f"{args.name}.md").write_text(text + "\n")
+    plot(tables, Path(results_dir) / f"{args.name}.png")
+    print(text)
+    return tables
+
+
+if __name__ == "__main__":
+    main()
