@@ -97,7 +97,11 @@ def build(method: str, args, label_names: list[str], pad_token_id):
         base.requires_grad_(method == "full")
         getattr(base, head).requires_grad_(True)
         if method == "tt_mpo":
-            for path in target_names(base, module_set(base, args.modules)):
+            paths = target_names(base, module_set(base, args.modules))
+            if unknown := sorted(set(args.mpo_shapes or {}) - {p.rsplit(".", 1)[-1] for p in paths}):
+                raise ValueError(f"--mpo_shapes names {unknown}, not among the adapted modules "
+                                 f"{sorted({p.rsplit('.', 1)[-1] for p in paths})}")
+            for path in paths:
                 in_modes, out_modes = (args.mpo_shapes or {}).get(path.rsplit(".", 1)[-1], [args.mpo_modes] * 2)
                 mpo_tt_(base, [path], in_modes, out_modes, args.mpo_ranks, args.tt_alpha)
         if method == "tt_stack":

@@ -75,6 +75,8 @@ def test_mpo_shapes_give_each_module_name_its_own_modes():
     assert adapter_parameters(model) == 6 * (540 + value)
     with pytest.raises(ValueError, match="do not make up"):
         build("tt_mpo", args(modules="qv", mpo_shapes={"query": [[6, 4, 4, 4], [4, 4, 4, 4]]}), ["a", "b"], 0)
+    with pytest.raises(ValueError, match=r"names \['q_proj'\], not among the adapted modules \['query', 'value'\]"):
+        build("tt_mpo", args(modules="qv", mpo_shapes={"q_proj": [[6, 4, 4, 4], [6, 4, 4, 4]]}), ["a", "b"], 0)
 
 
 def test_tt_rank_flag_reads_one_rank_or_each_bond():
