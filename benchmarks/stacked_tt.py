@@ -56,13 +56,13 @@ def stack_tt_(model: nn.Module, targets: list[str], rank: int, alpha: float, sha
         raise ValueError(f"share={share!r} is not one of {SHARES}.")
     stacks = nn.ModuleDict()
     for path in targets:
-        parent, _, name = path.rpartition(".")
+        name = path.rsplit(".", 1)[-1]
         linear = model.get_submodule(path)
         shape = f"{linear.in_features}x{linear.out_features}"
         key = shape if share == "all" else f"{name}_{shape}"  # BERT's three "dense" linears differ in shape
         if key not in stacks:
             stacks[key] = StackedCores(linear.in_features, linear.out_features, rank).to(linear.weight)
-        setattr(model.get_submodule(parent), name, StackedTTLinear(linear, stacks[key], alpha / rank))
+        model.set_submodule(path, StackedTTLinear(linear, stacks[key], alpha / rank))
     model.stacked_tt_cores = stacks
     return stacks
 
