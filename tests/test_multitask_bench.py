@@ -22,7 +22,11 @@ from benchmarks.multitask.jobs import STAGE_MINUTES, pending_stages, run_in_proc
 from benchmarks.multitask.report import write_report
 from benchmarks.multitask.router_features import (
     AttentionRouter,
+    answerable,
     embedding_features,
+    fit_router,
+    group_first,
+    label_groups,
     layer_features,
     padded,
     pooled,
@@ -259,6 +263,45 @@ def test_padded_rows_and_router_summary():
     out = summary([torch.tensor([0, 1, 1, 1]), torch.tensor([0, 0, 1, 0])], y, ["a", "b"])
     assert out["accuracy"] == pytest.approx(75.0) and out["std"] == pytest.approx(0.0)
     assert out["per_task"] == pytest.approx({"a": 75.0, "b": 75.0})
+
+
+def test_label_groups_group_first_and_answerable():
+    names = [["neg", "pos"], ["a", "b", "c"], ["pos", "neg"], ["x", "y"]]
+    groups = label_groups(names)
+    assert groups.tolist() == [0, 1, 0, 2]  # the same names in another order are one group
+    probs = torch.tensor([[0.30, 0.40, 0.30, 0.00],   # group 0 holds 0.6: its best expert, 0 (lower of equals)
+                          [0.10, 0.60, 0.25, 0.05],   # group 1 wins outright
+                          [0.20, 0.45, 0.35, 0.00],   # group 0 (0.55) over the top expert's group 1 (0.45)
+                          [0.00, 0.30, 0.30, 0.40]])  # group 0 (0.30) vs 1 (0.30) vs 2 (0.40): group 2
+    assert group_first(probs, groups).tolist() == [0, 1, 2, 3]
+    gold, y = ["pos", "b", "neg", "pos"], torch.tensor([0, 1, 2, 3])  # row 3's gold name is not among task 3's names
+    top1 = probs.argmax(-1)  # [1, 1, 1, 3]
+    rows, tasks = answerable(top1, gold, names, y)
+    assert rows == pytest.approx(25.0) and tasks == pytest.approx(25.0)  # only row 1: "b" is among expert 1's names
+    rows, tasks = answerable(group_first(probs, groups), gold, names, y)
+    assert rows == pytest.approx(75.0) and tasks == pytest.approx(75.0)
+    y2 = torch.tensor([0, 0, 0, 1])  # task average: task 0's three rows all answerable, task 1's one row not
+    assert answerable(group_first(probs, groups), gold, names, y2) == pytest.approx((75.0, 50.0))
+
+
+def test_router_with_the_group_loss_learns_the_groups():
+    """The group loss at weight 0 is the plain router, bit for bit; with a weight it still trains a router that
+    separates tasks, and the group probability of each training row's own group grows."""
+    torch.manual_seed(0)
+    y = torch.arange(4).repeat_interleave(32)
+    x = torch.randn(128, 6) + 3 * torch.nn.functional.one_hot(y, 6).float()
+    groups = torch.tensor([0, 0, 1, 1])
+    plain = fit_router(x, y, 4, "linear", epochs=100, seed=1)
+    zero = fit_router(x, y, 4, "linear", epochs=100, seed=1, groups=groups, group_weight=0.0)
+    assert torch.equal(plain.weight, zero.weight)
+    weighted = fit_router(x, y, 4, "linear", epochs=100, seed=1, groups=groups, group_weight=3.0)
+    assert not torch.equal(plain.weight, weighted.weight)
+    with torch.no_grad():
+        member = torch.nn.functional.one_hot(groups).float()
+        own = {name: (net(x).softmax(-1) @ member)[torch.arange(128), groups[y]].mean().item()
+               for name, net in (("plain", plain), ("weighted", weighted))}
+        assert (weighted(x).argmax(-1) == y).float().mean() > 0.9
+    assert own["weighted"] > own["plain"]
 
 
 def test_tt_experts_take_the_runs_layout_and_keep_older_keys(pool, tmp_path, monkeypatch):

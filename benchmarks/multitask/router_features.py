@@ -23,6 +23,13 @@ Then, with `--layers` (stop 39), the segment-pooled linear router on the hidden 
 `router_layer=k` routes on; the paper's router reads the base model's output, the last layer), on raw features and on
 features standardised with the training rows' mean and std, to see whether a deeper representation carries the task
 signal the embeddings lack.
+Then, with `--label_groups` (stop 41), what a routing error costs by label name, router only: the tasks fall into
+groups with the same label names (MNLI, CB and SICK answer contradiction / entailment / neutral; SST-2, CR, MPQA and
+Rotten Tomatoes negative / positive), and a row routed inside its group can still get its label right, a row routed
+to another group cannot ("answerable": the row's gold label name is among the chosen expert's names, what the MoE
+scored by label name needs first). Two label-aware rules are scored beside top-1: deciding group first (the group
+with the most router probability, then its most probable expert), and training the router with the group's
+cross-entropy added to the task's (`--group_weight`).
 Writes `benchmarks/results/multitask/router_features_<name>.{json,md}`.
 """
 
@@ -170,9 +177,10 @@ def train_and_score_attention(model, train: list, y, test: list, num_tasks: int,
         return torch.cat([logits(test[s : s + 512]).argmax(-1) for s in range(0, len(test), 512)])
 
 
-def train_and_score(x, y, x_test, y_test, num_tasks: int, kind: str, epochs: int = 30, lr: float = 1e-2,
-                    seed: int = 0) -> torch.Tensor:
-    """Test predictions of a router trained as `train_router` does (noise off)."""
+def fit_router(x, y, num_tasks: int, kind: str, epochs: int = 30, lr: float = 1e-2, seed: int = 0,
+               groups: torch.Tensor | None = None, group_weight: float = 0.0) -> torch.nn.Module:
+    """A router trained as `train_router` does (noise off). With `group_weight`, the cross-entropy of each row's
+    label group (`groups`: the group id of each task; a group's probability is the sum of its tasks') is added."""
     torch.manual_seed(seed)
     net = (torch.nn.Linear(x.shape[1], num_tasks) if kind == "linear" else
            torch.nn.Sequential(torch.nn.Linear(x.shape[1], 256), torch.nn.GELU(), torch.nn.Linear(256, num_tasks)))
@@ -182,12 +190,46 @@ def train_and_score(x, y, x_test, y_test, num_tasks: int, kind: str, epochs: int
         order = torch.randperm(len(x), generator=g)
         for start in range(0, len(order), 256):
             idx = order[start : start + 256]
-            loss = torch.nn.functional.cross_entropy(net(x[idx]), y[idx])
+            logits = net(x[idx])
+            loss = torch.nn.functional.cross_entropy(logits, y[idx])
+            if group_weight:
+                in_group = logits.softmax(-1) @ torch.nn.functional.one_hot(groups).float()  # (B, groups)
+                loss = loss + group_weight * torch.nn.functional.nll_loss(in_group.clamp_min(1e-9).log(),
+                                                                          groups[y[idx]])
             opt.zero_grad()
             loss.backward()
             opt.step()
+    return net
+
+
+def train_and_score(x, y, x_test, y_test, num_tasks: int, kind: str, epochs: int = 30, lr: float = 1e-2,
+                    seed: int = 0) -> torch.Tensor:
+    """Test predictions of a router trained as `train_router` does (noise off)."""
+    net = fit_router(x, y, num_tasks, kind, epochs, lr, seed)
     with torch.no_grad():
         return net(x_test).argmax(-1)
+
+
+def label_groups(names: list[list[str]]) -> torch.Tensor:
+    """The group id of each task, tasks with the same set of label names in one group, numbered in order of first
+    appearance."""
+    ids = {}
+    return torch.tensor([ids.setdefault(frozenset(n), len(ids)) for n in names])
+
+
+def group_first(probs: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """`(N, E)` router probabilities -> per row, the most probable expert of the group with the most probability."""
+    member = torch.nn.functional.one_hot(groups).float()  # (E, G)
+    best = (probs @ member).argmax(-1)  # (N,)
+    return (probs * member.T[best]).argmax(-1)
+
+
+def answerable(choice: torch.Tensor, gold: list[str], names: list[list[str]], y: torch.Tensor) -> tuple[float, float]:
+    """The share of rows (%) whose gold label name is among the chosen expert's label names: over all rows, and
+    averaged over the tasks (`y`, each row's task), as the benchmark averages accuracy."""
+    ok = torch.tensor([g in names[c] for g, c in zip(gold, choice.tolist())]).float()
+    per_task = [ok[y == t].mean().item() for t in range(len(names)) if (y == t).any()]
+    return 100 * ok.mean().item(), 100 * sum(per_task) / len(per_task)
 
 
 def summary(preds: list[torch.Tensor], y: torch.Tensor, tasks: list[str]) -> dict:
@@ -209,6 +251,36 @@ def labelled(parts: list) -> torch.Tensor:
     return torch.cat([torch.full((len(p),), i) for i, p in enumerate(parts)])
 
 
+def label_group_rows(x, y, x_test, y_test, names: list[list[str]], gold: list[str], seeds: list[int],
+                     weights: list[float]) -> list[dict]:
+    """Per router training (the task's loss, then with each weight of the group's loss) and decision (top-1, group
+    first): router accuracy, the answerable share of rows (over rows, averaged over tasks) and the share of decisions
+    unlike the plain router's top-1, means over the seeds (the std is the accuracy's)."""
+    groups, out = label_groups(names), []
+    plain = {}
+    for weight in [0.0, *weights]:
+        per = {"top-1": [], "group first": []}
+        for seed in seeds:
+            net = fit_router(x, y, len(names), "linear", seed=seed, groups=groups, group_weight=weight)
+            with torch.no_grad():
+                probs = net(x_test).softmax(-1)
+            plain.setdefault(seed, probs.argmax(-1))
+            for decision, choice in (("top-1", probs.argmax(-1)), ("group first", group_first(probs, groups))):
+                per[decision].append(((choice == y_test).float().mean().item() * 100,
+                                      *answerable(choice, gold, names, y_test),
+                                      (choice != plain[seed]).float().mean().item() * 100))
+        for decision, values in per.items():
+            v = torch.tensor(values)
+            out.append({"training": "task loss" if not weight else f"task + {weight:g} x group loss",
+                        "group_weight": weight, "decision": decision, "accuracy": v[:, 0].mean().item(),
+                        "std": v[:, 0].std().item() if len(seeds) > 1 else 0.0,
+                        "answerable_rows": v[:, 1].mean().item(), "answerable_tasks": v[:, 2].mean().item(),
+                        "changed": v[:, 3].mean().item()})
+            print(f"  {out[-1]['training']:24s} {decision:12s} router {out[-1]['accuracy']:.2f} answerable "
+                  f"{out[-1]['answerable_rows']:.2f} / {out[-1]['answerable_tasks']:.2f}", flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", required=True)
@@ -220,6 +292,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--layers", nargs="*", type=int, default=[],
                         help="base layers whose hidden state the segment-pooled linear router is also trained on "
                              "(0 = the embeddings); none: no layer table")
+    parser.add_argument("--label_groups", action="store_true",
+                        help="also score routing by label name: top-1 against group-first decisions and a router "
+                             "trained with the label group's loss added")
+    parser.add_argument("--group_weights", nargs="+", type=float, default=[1.0, 3.0],
+                        help="weights of the label group's loss for --label_groups (0, the plain router, always runs)")
     parser.add_argument("--threads", type=int)
     args = parser.parse_args(argv)
     if args.threads:
@@ -238,9 +315,11 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.perf_counter()
     feats = {"train": [], "test": []}
     deeper = {"train": [], "test": []}  # per task, {layer: (N, 2H)}
-    test_tokens = []
+    test_tokens, label_names, gold = [], [], []
     for task in tasks:
         splits = load_capped(task, settings)
+        label_names.append(splits["train"].features["label"].names)
+        gold += [label_names[-1][i] for i in splits["test"]["label"]]
         for split in feats:
             feats[split].append(embedding_features(model, tokenizer, splits[split], settings.max_length))
             if args.layers:
@@ -291,8 +370,12 @@ def main(argv: list[str] | None = None) -> dict:
             layer_rows.append({"layer": k, "features": features, **summary(preds, y_test, tasks)})
             print(f"  layer {k} {features:12s} router accuracy {layer_rows[-1]['accuracy']:.2f} ± "
                   f"{layer_rows[-1]['std']:.2f}", flush=True)
+    groups = label_groups(label_names).tolist()
+    group_rows = label_group_rows(pooled(f_train, "segments"), y_train, segments_test, y_test, label_names, gold,
+                                  args.seeds, args.group_weights) if args.label_groups else []
     result = {"tasks": tasks, "seeds": args.seeds, "train_rows": len(y_train), "test_rows": len(y_test),
-              "rows": rows, "references": references, "layers": layer_rows}
+              "rows": rows, "references": references, "layers": layer_rows, "label_groups": group_rows,
+              "groups": [[t for t, g in zip(tasks, groups) if g == k] for k in sorted(set(groups))]}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"router_features_{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
     command = f"python -m benchmarks.multitask.router_features --name {args.name} --tasks {' '.join(args.tasks)}"
@@ -300,6 +383,8 @@ def main(argv: list[str] | None = None) -> dict:
         command += " --train_rows " + " ".join(map(str, args.train_rows))
     if args.layers:
         command += " --layers " + " ".join(map(str, args.layers))
+    if args.label_groups:
+        command += " --label_groups --group_weights " + " ".join(f"{w:g}" for w in args.group_weights)
     columns = " | ".join(tasks) + " |"
     lines = [f"Router accuracy on the {len(y_test)} test rows of {len(tasks)} tasks, layer-0 features, mean ± std "
              f"over router seeds {args.seeds} (`{command}`).", "",
@@ -321,6 +406,16 @@ def main(argv: list[str] | None = None) -> dict:
                   "| layer | features | accuracy | " + columns, "|---:|---|---:|" + "---:|" * len(tasks)]
         lines += [f"| {r['layer']} | {r['features']} | {r['accuracy']:.2f} ± {r['std']:.2f} | "
                   + " | ".join(f"{r['per_task'][t]:.1f}" for t in tasks) + " |" for r in layer_rows]
+    if group_rows:
+        lines += ["", "Routing by label name, the segment-pooled linear router on the embeddings. Groups of tasks "
+                  "with the same label names: " + "; ".join(", ".join(g) for g in result["groups"] if len(g) > 1)
+                  + " (every other task alone). Answerable: the row's gold label name is among the chosen expert's "
+                  "names. Changed: decisions unlike the plain router's top-1 (same seed).", "",
+                  "| router training | decision | router accuracy | answerable, rows | answerable, task average | "
+                  "changed |", "|---|---|---:|---:|---:|---:|"]
+        lines += [f"| {r['training']} | {r['decision']} | {r['accuracy']:.2f} ± {r['std']:.2f} | "
+                  f"{r['answerable_rows']:.2f} | {r['answerable_tasks']:.2f} | {r['changed']:.2f}% |"
+                  for r in group_rows]
     (RESULTS / f"router_features_{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return result
