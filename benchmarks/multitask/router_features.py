@@ -29,7 +29,7 @@ Rotten Tomatoes negative / positive), and a row routed inside its group can stil
 to another group cannot ("answerable": the row's gold label name is among the chosen expert's names, what the MoE
 scored by label name needs first). Two label-aware rules are scored beside top-1: deciding group first (the group
 with the most router probability, then its most probable expert), and training the router with the group's
-cross-entropy added to the task's (`--group_weight`).
+cross-entropy added to the task's (`--group_weights`).
 Writes `benchmarks/results/multitask/router_features_<name>.{json,md}`.
 """
 
@@ -186,6 +186,7 @@ def fit_router(x, y, num_tasks: int, kind: str, epochs: int = 30, lr: float = 1e
            torch.nn.Sequential(torch.nn.Linear(x.shape[1], 256), torch.nn.GELU(), torch.nn.Linear(256, num_tasks)))
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(seed)
+    member = torch.nn.functional.one_hot(groups).float() if group_weight else None  # (E, groups)
     for _ in range(epochs):
         order = torch.randperm(len(x), generator=g)
         for start in range(0, len(order), 256):
@@ -193,7 +194,7 @@ def fit_router(x, y, num_tasks: int, kind: str, epochs: int = 30, lr: float = 1e
             logits = net(x[idx])
             loss = torch.nn.functional.cross_entropy(logits, y[idx])
             if group_weight:
-                in_group = logits.softmax(-1) @ torch.nn.functional.one_hot(groups).float()  # (B, groups)
+                in_group = logits.softmax(-1) @ member  # (B, groups)
                 loss = loss + group_weight * torch.nn.functional.nll_loss(in_group.clamp_min(1e-9).log(),
                                                                           groups[y[idx]])
             opt.zero_grad()
@@ -251,13 +252,13 @@ def labelled(parts: list) -> torch.Tensor:
     return torch.cat([torch.full((len(p),), i) for i, p in enumerate(parts)])
 
 
-def label_group_rows(x, y, x_test, y_test, names: list[list[str]], gold: list[str], seeds: list[int],
-                     weights: list[float]) -> list[dict]:
+def label_group_rows(x, y, x_test, y_test, names: list[list[str]], groups: torch.Tensor, gold: list[str],
+                     seeds: list[int], weights: list[float]) -> list[dict]:
     """Per router training (the task's loss, then with each weight of the group's loss) and decision (top-1, group
     first): router accuracy, the answerable share of rows (over rows, averaged over tasks) and the share of decisions
-    unlike the plain router's top-1, means over the seeds (the std is the accuracy's)."""
-    groups, out = label_groups(names), []
-    plain = {}
+    unlike the plain router's top-1, means over the seeds (the std is the accuracy's). `groups` is
+    `label_groups(names)`."""
+    out, plain = [], {}
     for weight in [0.0, *weights]:
         per = {"top-1": [], "group first": []}
         for seed in seeds:
@@ -370,12 +371,12 @@ def main(argv: list[str] | None = None) -> dict:
             layer_rows.append({"layer": k, "features": features, **summary(preds, y_test, tasks)})
             print(f"  layer {k} {features:12s} router accuracy {layer_rows[-1]['accuracy']:.2f} ± "
                   f"{layer_rows[-1]['std']:.2f}", flush=True)
-    groups = label_groups(label_names).tolist()
-    group_rows = label_group_rows(pooled(f_train, "segments"), y_train, segments_test, y_test, label_names, gold,
-                                  args.seeds, args.group_weights) if args.label_groups else []
+    groups = label_groups(label_names)
+    group_rows = label_group_rows(pooled(f_train, "segments"), y_train, segments_test, y_test, label_names, groups,
+                                  gold, args.seeds, args.group_weights) if args.label_groups else []
     result = {"tasks": tasks, "seeds": args.seeds, "train_rows": len(y_train), "test_rows": len(y_test),
               "rows": rows, "references": references, "layers": layer_rows, "label_groups": group_rows,
-              "groups": [[t for t, g in zip(tasks, groups) if g == k] for k in sorted(set(groups))]}
+              "groups": [[t for t, g in zip(tasks, groups.tolist()) if g == k] for k in range(int(groups.max()) + 1)]}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"router_features_{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
     command = f"python -m benchmarks.multitask.router_features --name {args.name} --tasks {' '.join(args.tasks)}"
