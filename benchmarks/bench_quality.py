@@ -161,6 +161,41 @@ def init_cores_from_random_matrix(model) -> None:
                 param.copy_(core)
 
 
+def init_cores_from_gradient(model, dataset, collator, rows: int = 256, batch_size: int = 32, seed: int = 0) -> None:
+    """Gradient-aligned cores (`--tt_init gradient`, after LoRA-GA / LoRA-One): the full gradient `G = ∂L/∂W` of each
+    adapted weight is accumulated over `rows` training rows (eval mode, ΔW = 0, the head as drawn); the cores but the
+    last are the TT-SVD of `G` (orthonormal unfoldings, scaled with the gains of `init="orthogonal"`), the last core
+    stays zero. ΔW = 0 still, and the zero core's first gradient is `G` projected on the best TT subspace of this rank,
+    where random cores project it on a random one."""
+    from hf_ttmoe import TTLoRALinear, tt
+
+    layers = [m for m in model.modules() if isinstance(m, TTLoRALinear)]
+    weights = [layer.base_layer.weight for layer in layers]
+    for weight in weights:
+        weight.requires_grad_(True)
+    training = model.training
+    model.eval()
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:rows].tolist()
+    keep = [c for c in dataset.column_names if c in ("input_ids", "attention_mask", "token_type_ids", "labels")]
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        batch = collator([{c: dataset[i][c] for c in keep} for i in chunk])
+        (model(**batch).loss * (len(chunk) / len(order))).backward()
+    model.train(training)
+    with torch.no_grad():
+        for layer, weight in zip(layers, weights, strict=True):
+            m, k = layer.num_in_modes, len(layer.out_modes) - 1
+            gains = ([(1 / 3) ** (1 / (2 * m))] * m
+                     + [math.prod(layer.out_modes[:-1]) ** (1 / (2 * k)) if k else 1.0] * k)
+            cores = tt.tt_svd(weight.grad, layer.in_modes, layer.out_modes, layer.ranks[1:-1])
+            for param, core, gain in zip(layer.ttlora_cores[:-1], cores[:-1], gains, strict=True):
+                param.copy_(core * gain)
+            layer.ttlora_cores[-1].zero_()
+    for weight in weights:
+        weight.requires_grad_(False)
+    model.zero_grad(set_to_none=True)
+
+
 class MaskedMeanPooler(torch.nn.Module):
     """Stands in for BERT's pooler (`tanh(W h_CLS)`): the mean of the last hidden states over real tokens. The
     attention mask reaches it through a pre-hook on the encoder (BERT calls its pooler with the hidden states only)."""
@@ -215,6 +250,23 @@ def budget_arguments(args) -> tuple[dict, list]:
             [EarlyStoppingCallback(early_stopping_patience=args.early_stopping)])
 
 
+def param_groups(model, lr: float, args) -> list[dict] | None:
+    """Optimizer groups when a learning rate differs from the method's `lr`: the task head at `--head_lr`, TT-LoRA's
+    zero-initialised last cores at `lr · --zero_core_lr_ratio`, the rest at `lr`; None when none differs."""
+    from hf_ttmoe import TTLoRALinear
+
+    if args.head_lr is None and args.zero_core_lr_ratio == 1:
+        return None
+    zero_cores = {id(m.ttlora_cores[-1]) for m in model.modules() if isinstance(m, TTLoRALinear)}
+    if not zero_cores and args.zero_core_lr_ratio != 1:
+        raise ValueError(f"--zero_core_lr_ratio {args.zero_core_lr_ratio} needs TT-LoRA cores (the tt method)")
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [{"params": [p for n, p in params if is_head(n)], "lr": lr if args.head_lr is None else args.head_lr},
+              {"params": [p for _, p in params if id(p) in zero_cores], "lr": lr * args.zero_core_lr_ratio},
+              {"params": [p for n, p in params if not is_head(n) and id(p) not in zero_cores], "lr": lr}]
+    return [g for g in groups if g["params"]]
+
+
 def train_one(method: str, lr: float, seed: int, args, splits, label_names, tokenizer) -> dict:
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
@@ -224,6 +276,8 @@ def train_one(method: str, lr: float, seed: int, args, splits, label_names, toke
     model, callbacks = build(method, args, label_names, tokenizer.pad_token_id)
     if method == "tt" and args.tt_init == "svd_of_random":
         init_cores_from_random_matrix(model)
+    if method == "tt" and args.tt_init == "gradient":
+        init_cores_from_gradient(model, splits["train"], DataCollatorWithPadding(tokenizer), seed=seed)
     if args.pooling == "mean":
         mean_pooling_(model)
     run_dir = f"runs/bench_quality/{args.name}/{method}-{lr:g}-{seed}"
@@ -234,13 +288,8 @@ def train_one(method: str, lr: float, seed: int, args, splits, label_names, toke
         per_device_eval_batch_size=128, report_to=[], use_cpu=args.device == "cpu", seed=seed, logging_steps=50,
         warmup_steps=args.warmup, weight_decay=args.weight_decay, disable_tqdm=True,
         train_sampling_strategy="group_by_length" if args.group_by_length else "random", **budget)
-    optimizer = None
-    if args.head_lr is not None:  # AdamW as Trainer builds it, the task head in a group of its own
-        params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        head = [p for n, p in params if is_head(n)]
-        rest = [p for n, p in params if not is_head(n)]
-        optimizer = torch.optim.AdamW([{"params": rest, "lr": lr}, {"params": head, "lr": args.head_lr}],
-                                      weight_decay=args.weight_decay)
+    groups = param_groups(model, lr, args)
+    optimizer = groups and torch.optim.AdamW(groups, weight_decay=args.weight_decay)  # as Trainer builds it
     trainer = Trainer(model=model, args=training_args, train_dataset=splits["train"],
                       eval_dataset=splits["validation"], data_collator=DataCollatorWithPadding(tokenizer),
                       compute_metrics=compute_metrics, callbacks=callbacks, optimizers=(optimizer, None))
@@ -355,9 +404,10 @@ def arg_parser() -> argparse.ArgumentParser:
                         "(modules not named use --mpo_modes on both sides)")
     parser.add_argument("--lora_rank", type=int, default=16, help="rank of the lora method (alpha = rank)")
     parser.add_argument("--tt_alpha", type=float, default=16.0)
-    parser.add_argument("--tt_init", default="zero", choices=[*TT_INITS, "svd_of_random"],
+    parser.add_argument("--tt_init", default="zero", choices=[*TT_INITS, "svd_of_random", "gradient"],
                         help="ΔW = 0 at step 0 with Gaussian (zero) or orthogonal cores (TTLoRAConfig.init);"
-                        " svd_of_random: the published code's TT-SVD of a random matrix")
+                        " svd_of_random: the published code's TT-SVD of a random matrix; gradient: ΔW = 0 with the"
+                        " cores the TT-SVD of the weights' gradient on 256 training rows")
     parser.add_argument("--tt_shapes", type=json.loads, help='TT layout per module, JSON as TTLoRAConfig.tt_shapes, '
                         'e.g. {"query": [[16, 24], [24, 16]], "value": [[16, 24], [24, 16]]} (default: automatic)')
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -382,6 +432,9 @@ def arg_parser() -> argparse.ArgumentParser:
                         help="warm-up steps, or a fraction of them below 1")
     parser.add_argument("--weight_decay", type=float, default=0.0)
     parser.add_argument("--head_lr", type=float, help="learning rate of the task head (default: the method's lr)")
+    parser.add_argument("--zero_core_lr_ratio", type=float, default=1.0,
+                        help="tt: the zero-initialised last core trains at this multiple of the lr (LoRA+'s rule for "
+                        "LoRA's B, Hayou et al. 2024)")
     parser.add_argument("--pooling", default="model", choices=["model", "mean"],
                         help="model: the base's own head input (BERT: pooler over [CLS]); mean: masked mean of the "
                         "last hidden states (BERT encoders)")

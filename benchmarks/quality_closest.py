@@ -34,7 +34,7 @@ SETTING = {"tt": ("tt_rank", "tt_layout", "tt_shapes", "tt_alpha", "tt_init"),
            "tt_stack": ("stack_rank", "stack_share", "tt_alpha"),
            "tt_mpo": ("mpo_modes", "mpo_ranks", "mpo_shapes", "tt_alpha"),
            "lora": ("lora_rank",)}
-RECIPE = ("modules", "warmup", "weight_decay", "head_lr", "pooling", "group_by_length")
+RECIPE = ("modules", "warmup", "weight_decay", "head_lr", "zero_core_lr_ratio", "pooling", "group_by_length")
 BUDGET = 0.05  # of the reference's adapter parameters
 SEEDS = 3
 

@@ -27,9 +27,10 @@ METRIC_NAMES = {"accuracy": "accuracy", "f1": "binary F1", "macro_f1": "macro-F1
 # grids, threads, name) may differ between runs that are read as one.
 SHARED_ARGS = ("task", "glue_dir", "tasks_dir", "metric", "seeds", "max_train_samples", "max_dev_samples",
                "max_test_samples", "max_length", "batch_size", "epochs", "early_stopping", "eval_steps", "max_epochs",
-               "stop_on", "warmup", "weight_decay", "head_lr", "pooling", "base_model", "gguf_file")
+               "stop_on", "warmup", "weight_decay", "head_lr", "zero_core_lr_ratio", "pooling", "base_model",
+               "gguf_file")
 # What runs saved before an argument existed did: they read as its default.
-LATER_ARGS = {"stop_on": "metric"}
+LATER_ARGS = {"stop_on": "metric", "zero_core_lr_ratio": 1.0}
 
 
 def saved_arg(args: dict, key: str):

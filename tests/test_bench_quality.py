@@ -460,3 +460,83 @@ def test_closest_setting_table_pairs_seeds_and_keeps_the_protocol(tmp_path):
     assert ("| sick, tiny-base, 1 ep (accuracy) | 80.00 ± 1.63 | `tt_mpo (mpo_ranks=[4,4,4])` | 44 (4.40%) | "
             "79.33 ± 2.05 | -0.67 ± 0.47 | yes | 2 / 4 |") in text
     assert (tmp_path / "c.png").stat().st_size > 0
+
+
+def kept(grad, v) -> float:
+    """The share of ‖G‖ left after projecting G's rows on the row space of `v`."""
+    import torch
+
+    q, _ = torch.linalg.qr(v.T.double())
+    return ((grad.double() @ q).norm() / grad.norm()).item()
+
+
+def test_gradient_init_aligns_the_cores_with_the_weights_gradient():
+    """`--tt_init gradient`: ΔW stays 0, the base weights stay frozen and unchanged, and every core but the last is the
+    TT-SVD of the weight's gradient on the given rows (scaled), computed here apart with plain autograd; so the input
+    chain keeps more of that gradient than the default's random chain does."""
+    import torch
+    from datasets import Dataset
+    from transformers import DataCollatorWithPadding
+
+    from benchmarks.bench_quality import init_cores_from_gradient
+    from hf_ttmoe import TTLoRALinear, load_tokenizer, tt
+    from hf_ttmoe.ttlora import TTLoRAConfig
+
+    tokenizer = load_tokenizer(TTLoRAConfig(base_model_name_or_path=DEFAULT_BASE_MODEL))
+    texts = ["a fine film", "dull and long", "i loved every minute of it", "a waste of time", "bright", "grim"]
+    rows = Dataset.from_dict({**tokenizer(texts), "labels": [1, 0, 1, 0, 1, 0]})
+    collator = DataCollatorWithPadding(tokenizer)
+
+    def model_and_layers():
+        torch.manual_seed(0)
+        model, _ = build("tt", args("qv"), ["a", "b"], 0)
+        return model, [m for m in model.modules() if isinstance(m, TTLoRALinear)]
+
+    reference, ref_layers = model_and_layers()  # the gradient by hand: all rows in one batch, eval mode
+    for m in ref_layers:
+        m.base_layer.weight.requires_grad_(True)
+    reference.eval()
+    reference(**collator([rows[i] for i in range(len(rows))])).loss.backward()
+
+    model, layers = model_and_layers()
+    before = [m.base_layer.weight.clone() for m in layers]
+    init_cores_from_gradient(model, rows, collator, rows=len(rows), batch_size=4)  # two batches, weighted by size
+    kept_default = []
+    for m, ref, weight in zip(layers, ref_layers, before, strict=True):
+        assert torch.count_nonzero(m.delta_weight()) == 0 and torch.equal(m.base_layer.weight, weight)
+        assert not m.base_layer.weight.requires_grad and m.base_layer.weight.grad is None
+        grad = ref.base_layer.weight.grad
+        expected = tt.tt_svd(grad, m.in_modes, m.out_modes, m.ranks[1:-1])
+        for core, svd_core in zip(list(m.ttlora_cores)[:-1], expected[:-1], strict=True):
+            gain = core.norm() / svd_core.norm()  # each core its init="orthogonal" gain
+            # batches of 4 and 2 rows pad otherwise than one of 6: the gradients agree to float32 rounding, which the
+            # SVDs of later bonds amplify where singular values nearly tie; 1% of the core's largest entry allows it
+            torch.testing.assert_close(core, svd_core * gain, rtol=0, atol=1e-2 * core.abs().max().item())
+
+        assert kept(grad, m.factors()[1]) > kept(grad, ref.factors()[1])
+        kept_default.append(kept(grad, ref.factors()[1]))
+    assert all(p.grad is None for p in model.parameters())
+    assert max(kept_default) < 0.5  # the default's random chain keeps little of it
+
+
+def test_param_groups_give_the_zero_cores_and_the_head_their_own_rates():
+    """`--zero_core_lr_ratio` (LoRA+'s rule) and `--head_lr`: each trainable parameter in exactly one group; the last
+    core of every TT-LoRA layer at ratio x lr, the head at its own rate, the rest at lr; no groups without either flag,
+    and a clear error for the ratio on a method without cores."""
+    from benchmarks.bench_quality import param_groups
+    from hf_ttmoe import TTLoRALinear
+
+    model, _ = build("tt", args("qv"), ["a", "b"], 0)
+    assert param_groups(model, 5e-3, args("qv", head_lr=None, zero_core_lr_ratio=1.0)) is None
+    groups = param_groups(model, 5e-3, args("qv", head_lr=2e-3, zero_core_lr_ratio=16.0))
+    rate = {id(p): g["lr"] for g in groups for p in g["params"]}
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert sum(len(g["params"]) for g in groups) == len(rate) == len(trainable)
+    zero_cores = {id(m.ttlora_cores[-1]) for m in model.modules() if isinstance(m, TTLoRALinear)}
+    assert len(zero_cores) == 12
+    for name, p in trainable:
+        expected = 2e-3 if "classifier" in name else 16 * 5e-3 if id(p) in zero_cores else 5e-3
+        assert rate[id(p)] == pytest.approx(expected), name
+    lora, _ = build("lora", args("qv"), ["a", "b"], 0)
+    with pytest.raises(ValueError, match="zero_core_lr_ratio 4.0 needs TT-LoRA cores"):
+        param_groups(lora, 1e-3, args("qv", head_lr=None, zero_core_lr_ratio=4.0))
