@@ -184,9 +184,7 @@ def init_cores_from_gradient(model, dataset, collator, rows: int = 256, batch_si
     model.train(training)
     with torch.no_grad():
         for layer, weight in zip(layers, weights, strict=True):
-            m, k = layer.num_in_modes, len(layer.out_modes) - 1
-            gains = ([(1 / 3) ** (1 / (2 * m))] * m
-                     + [math.prod(layer.out_modes[:-1]) ** (1 / (2 * k)) if k else 1.0] * k)
+            gains = tt.isometric_gains(layer.in_modes, layer.out_modes)
             cores = tt.tt_svd(weight.grad, layer.in_modes, layer.out_modes, layer.ranks[1:-1])
             for param, core, gain in zip(layer.ttlora_cores[:-1], cores[:-1], gains, strict=True):
                 param.copy_(core * gain)

@@ -29,6 +29,7 @@ __all__ = [
     "tt_num_params",
     "init_tt_cores",
     "INIT_METHODS",
+    "isometric_gains",
     "split_index",
     "tt_factors",
     "tt_factors_t",
@@ -225,14 +226,19 @@ def init_tt_cores(
         cores = [torch.randn(shape, generator=generator, dtype=dtype).mul_(std)
                  for shape, std in zip(shapes[:-1], stds, strict=True)]
     else:
-        # The gains give V and P the squared Frobenius norms of the Gaussian draw: V: (r_m, in) with orthonormal
-        # rows has singular values 1, LoRA's A ~ √(in / (3·in)) = 1/√3; P: (r_m·o_1…o_{k-1}, r_{N-1}) has entries of
-        # variance 1/r_m from the Gaussian draw (its first core's), i.e. a squared norm of r_{N-1}·o_1…o_{k-1}.
-        k = len(modes) - 1 - m  # non-zero output cores
-        gains = [(1 / 3) ** (1 / (2 * m))] * m + [math.prod(out_modes[:-1]) ** (1 / (2 * k)) if k else 1.0] * k
         cores = [(_orthonormal_columns(r * n, s, generator) * gain).reshape(r, n, s).to(dtype)
-                 for (r, n, s), gain in zip(shapes[:-1], gains, strict=True)]
+                 for (r, n, s), gain in zip(shapes[:-1], isometric_gains(in_modes, out_modes), strict=True)]
     return [c.to(device) for c in cores] + [torch.zeros(shapes[-1], device=device, dtype=dtype)]
+
+
+def isometric_gains(in_modes: Sequence[int], out_modes: Sequence[int]) -> list[float]:
+    """The scale of each core but the last when every core's unfolding `(r_{j-1}·n_j, r_j)` has orthonormal columns
+    (`init="orthogonal"`, or TT-SVD cores): the gains give V and P the squared Frobenius norms of the Gaussian draw.
+    V: (r_m, in) with orthonormal rows has singular values 1, LoRA's A ~ √(in / (3·in)) = 1/√3; P: (r_m·o_1…o_{k-1},
+    r_{N-1}) has entries of variance 1/r_m from the Gaussian draw (its first core's), i.e. a squared norm of
+    r_{N-1}·o_1…o_{k-1}."""
+    m, k = len(in_modes), len(out_modes) - 1  # input cores, non-zero output cores
+    return [(1 / 3) ** (1 / (2 * m))] * m + [math.prod(out_modes[:-1]) ** (1 / (2 * k)) if k else 1.0] * k
 
 
 def _orthonormal_columns(rows: int, cols: int, generator: torch.Generator | None) -> torch.Tensor:
