@@ -540,3 +540,16 @@ def test_param_groups_give_the_zero_cores_and_the_head_their_own_rates():
     lora, _ = build("lora", args("qv"), ["a", "b"], 0)
     with pytest.raises(ValueError, match="zero_core_lr_ratio 4.0 needs TT-LoRA cores"):
         param_groups(lora, 1e-3, args("qv", head_lr=None, zero_core_lr_ratio=4.0))
+
+
+@pytest.mark.parametrize("flags", [["--methods", "tt", "--tt_layout", "stacked"], ["--methods", "tt", "lora"]])
+def test_zero_core_ratio_is_refused_outside_the_chains(flags, monkeypatch, capsys):
+    """The ratio names a chain's last core: a stacked layout, or a run that also trains another method, is refused
+    before anything loads, naming the flag and what was given."""
+    from benchmarks import bench_quality
+
+    monkeypatch.setattr("sys.argv", ["bench_quality", "--task", "sst2", "--name", "n", "--zero_core_lr_ratio", "4",
+                                     *flags])
+    with pytest.raises(SystemExit):
+        bench_quality.main()
+    assert "--zero_core_lr_ratio 4.0 applies to the tt method's chains alone" in capsys.readouterr().err
