@@ -287,7 +287,7 @@ def train_one(method: str, lr: float, seed: int, args, splits, label_names, toke
         warmup_steps=args.warmup, weight_decay=args.weight_decay, disable_tqdm=True,
         train_sampling_strategy="group_by_length" if args.group_by_length else "random", **budget)
     groups = param_groups(model, lr, args)
-    optimizer = groups and torch.optim.AdamW(groups, weight_decay=args.weight_decay)  # as Trainer builds it
+    optimizer = torch.optim.AdamW(groups, weight_decay=args.weight_decay) if groups else None  # as Trainer builds it
     trainer = Trainer(model=model, args=training_args, train_dataset=splits["train"],
                       eval_dataset=splits["validation"], data_collator=DataCollatorWithPadding(tokenizer),
                       compute_metrics=compute_metrics, callbacks=callbacks, optimizers=(optimizer, None))
