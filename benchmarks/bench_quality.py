@@ -22,6 +22,8 @@ Methods (`--methods`; parameter counts printed per run):
                   of rank `--stack_rank` per module name or shape, `--stack_share`, an r × r core per layer)
     tt_mpo        a TT-matrix per matrix (`benchmarks/mpo_tt.py`: each core one input and one output mode,
                   `--mpo_modes` on both sides or `--mpo_shapes` per module name, inner ranks `--mpo_ranks`)
+    svd_core      a trainable r × r core between the weight's own frozen singular bases per matrix (LoRA-XS,
+                  `benchmarks/svd_core.py`: its `--svd_rank` largest singular pairs)
     lora          PEFT LoRA r=16 (`--lora_rank`, alpha = rank) on `--modules`
     moe           dense MoE-LoRA, the library's defaults (8 experts of rank 4 on both FFN linears, dense gate)
     moe_top2      the same with top-2 gating
@@ -46,6 +48,7 @@ from benchmarks.common import RESULTS, mean_std, resumed_rows, save
 from benchmarks.lr_grid import tune_lr
 from benchmarks.mpo_tt import mpo_tt_
 from benchmarks.stacked_tt import SHARES, stack_tt_
+from benchmarks.svd_core import svd_core_
 from hf_ttmoe import (
     DEFAULT_BASE_MODEL,
     DenseMoELoRAConfig,
@@ -65,6 +68,7 @@ from hf_ttmoe.ttlora.stacked import LAYOUTS
 # "lora_budget" / "lora_rank" adapt what dense MoE-LoRA adapts: the architecture's feed-forward linears.
 MODULE_SETS = ("qv", "all")
 DEFAULT_LRS = {"tt": [2e-3, 5e-3, 1e-2], "tt_stack": [2e-3, 5e-3, 1e-2], "tt_mpo": [2e-3, 5e-3, 1e-2],
+               "svd_core": [5e-3, 1e-2, 2e-2],
                "lora": [5e-4, 1e-3, 2e-3], "moe": [5e-4, 1e-3, 2e-3],
                "moe_top2": [5e-4, 1e-3, 2e-3], "moe_nobal": [5e-4, 1e-3, 2e-3], "lora_budget": [5e-4, 1e-3, 2e-3],
                "lora_rank": [5e-4, 1e-3, 2e-3], "head": [1e-3, 3e-3, 1e-2], "full": [2e-5, 5e-5, 1e-4]}
@@ -93,7 +97,7 @@ def build(method: str, args, label_names: list[str], pad_token_id):
     if method.startswith("moe"):
         return DenseMoELoRAModel(moe_config, base), [BalanceLossCallback()]
     head = next(name for name in HEAD_MODULE_NAMES if hasattr(base, name))
-    if method in ("full", "head", "tt_stack", "tt_mpo"):
+    if method in ("full", "head", "tt_stack", "tt_mpo", "svd_core"):
         base.requires_grad_(method == "full")
         getattr(base, head).requires_grad_(True)
         if method == "tt_mpo":
@@ -104,6 +108,8 @@ def build(method: str, args, label_names: list[str], pad_token_id):
             for path in paths:
                 in_modes, out_modes = (args.mpo_shapes or {}).get(path.rsplit(".", 1)[-1], [args.mpo_modes] * 2)
                 mpo_tt_(base, [path], in_modes, out_modes, args.mpo_ranks, args.tt_alpha)
+        if method == "svd_core":
+            svd_core_(base, target_names(base, module_set(base, args.modules)), args.svd_rank, args.tt_alpha)
         if method == "tt_stack":
             stack_tt_(base, target_names(base, module_set(base, args.modules)), args.stack_rank, args.tt_alpha,
                       args.stack_share)
@@ -400,6 +406,8 @@ def arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mpo_shapes", type=json.loads, help="tt_mpo: input and output modes per module name, JSON, "
                         'e.g. {"q_proj": [[6, 4, 4, 6], [6, 4, 4, 6]], "v_proj": [[6, 4, 4, 6], [4, 4, 3, 4]]} '
                         "(modules not named use --mpo_modes on both sides)")
+    parser.add_argument("--svd_rank", type=int, default=24,
+                        help="svd_core: r, the singular pairs kept (r² trainable parameters a matrix)")
     parser.add_argument("--lora_rank", type=int, default=16, help="rank of the lora method (alpha = rank)")
     parser.add_argument("--tt_alpha", type=float, default=16.0)
     parser.add_argument("--tt_init", default="zero", choices=[*TT_INITS, "svd_of_random", "gradient"],

@@ -4,10 +4,11 @@
 
 Reads every `bench_quality` result (`benchmarks/results/quality_*.json`) and groups its runs by what makes their test
 rows comparable (`COMPARABLE`: task, base, rows, budget, the metric that chose the rate). A group's reference is PEFT
-LoRA r=16 with the recipe's defaults on the same modules; every TT method (`tt`, `tt_stack`, `tt_mpo`) and every other
-LoRA setting of the group is a row, named by its method and the arguments it sets away from `bench_quality`'s
-defaults. A row counts only if its run followed the protocol: the rate chosen on seed 0's dev score (`final_rows`),
-so the runs of seeds 1-2 at a rate the protocol did not choose are left out. The same setting run twice (a rerun
+LoRA r=16 with the recipe's defaults on the same modules; every TT method (`tt`, `tt_stack`, `tt_mpo`, and `svd_core`,
+a three-core train whose outer cores are the frozen weight's singular bases) and every other LoRA setting of the group
+is a row, named by its method and the arguments it sets away from `bench_quality`'s defaults. A row counts only if its
+run followed the protocol: the rate chosen on seed 0's dev score (`final_rows`), so the runs of seeds 1-2 at a rate
+the protocol did not choose are left out. The same setting run twice (a rerun
 with `--by_length`) is read once: the run with the most seeds, then the first by name.
 
 The difference to LoRA r=16 is paired by seed over the seeds both have. "Closest" is the best mean difference among
@@ -33,6 +34,7 @@ EARLY_STOPPING_ONLY = ("eval_steps", "max_epochs", "stop_on")
 SETTING = {"tt": ("tt_rank", "tt_layout", "tt_shapes", "tt_alpha", "tt_init"),
            "tt_stack": ("stack_rank", "stack_share", "tt_alpha"),
            "tt_mpo": ("mpo_modes", "mpo_ranks", "mpo_shapes", "tt_alpha"),
+           "svd_core": ("svd_rank", "tt_alpha"),
            "lora": ("lora_rank",)}
 RECIPE = ("modules", "warmup", "weight_decay", "head_lr", "zero_core_lr_ratio", "pooling", "group_by_length")
 BUDGET = 0.05  # of the reference's adapter parameters

@@ -26,7 +26,7 @@ def args(modules: str, tt_init: str = "zero", **overrides) -> argparse.Namespace
     return argparse.Namespace(**{**dict(base_model=DEFAULT_BASE_MODEL, gguf_file=None, task="t", tt_rank=5,
                                         tt_alpha=16.0, tt_shapes=None, lora_rank=16, modules=modules, tt_init=tt_init,
                                         tt_layout="chain", stack_rank=4, stack_share="module", mpo_modes=[6, 4, 4, 4],
-                                        mpo_ranks=[3, 4, 3], mpo_shapes=None), **overrides})
+                                        mpo_ranks=[3, 4, 3], mpo_shapes=None, svd_rank=24), **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,8 @@ def test_method_budgets_are_what_the_benchmark_says(params):
     # a larger middle bond (ΔW's matrix rank 10) inside the budget: per 384 x 384 layout [16,4,3,2 | 2,3,4,16],
     # cores r_{k-1} * n_k * r_k with ranks [1,4,4,5,10,5,4,4,1]
     assert params["tt"] == 12 * 610 and params["tt_midbond10"] == 12 * 576 < 0.05 * params["lora"]
+    # the core between the frozen singular bases: r x r a matrix, r = 24
+    assert params["svd_core"] == 12 * 24 * 24 == 6_912 < 0.05 * params["lora"]
 
 
 def test_mpo_shapes_give_each_module_name_its_own_modes():
@@ -413,6 +415,46 @@ def test_mpo_tt_is_a_tt_matrix_of_paired_modes():
         MPOLinear(nn.Linear(12, 12), [2, 2, 2], [2, 2, 3], [2, 2], alpha=8.0)
     with pytest.raises(ValueError, match=r"one rank fewer"):
         MPOLinear(nn.Linear(12, 12), [3, 4], [4, 3], [2, 2], alpha=8.0)
+
+
+@pytest.mark.parametrize("shape, rank", [((7, 5), 3), ((4, 9), 4), ((6, 6), 6)])
+def test_svd_core_trains_a_core_between_the_weights_singular_bases(shape, rank):
+    """`svd_core.SVDCoreLinear` on random (out, in) weights: its bases are the weight's own top singular pairs (A B is
+    the best rank-r approximation of Wᵀ, Eckart-Young, so Wᵀ itself at full rank); ΔW = 0 at step 0; with a random
+    core the layer adds x · scaling · A R B, and `delta_weight` is its transpose (float64, 1e-10); only the core
+    trains, and its gradient at step 0 is Aᵀ (xᵀ g) Bᵀ, not zero; a rank the weight cannot give is refused."""
+    import torch
+    from torch import nn
+
+    from benchmarks.svd_core import SVDCoreLinear, svd_core_
+
+    torch.manual_seed(0)
+    model = nn.ModuleDict({"q": nn.Linear(shape[1], shape[0]).double()})
+    base_weight = model["q"].weight.detach().clone()
+    svd_core_(model, ["q"], rank, alpha=8.0)
+    layer, x = model["q"], torch.randn(5, shape[1], dtype=torch.float64)
+    u, s, vh = torch.linalg.svd(base_weight.T)
+    best = u[:, :rank] @ torch.diag(s[:rank]) @ vh[:rank]
+    assert torch.allclose(layer.svd_a @ layer.svd_b, best, atol=1e-10)
+    if rank == min(shape):
+        assert torch.allclose(layer.svd_a @ layer.svd_b, base_weight.T, atol=1e-10)
+    assert torch.equal(layer(x), layer.base_layer(x))  # the core starts at zero
+    trainable = {n for n, p in layer.named_parameters() if p.requires_grad}
+    assert trainable == {"svd_core", "base_layer.weight", "base_layer.bias"}  # bases are buffers; build freezes base
+    layer.base_layer.requires_grad_(False)
+    g = torch.randn(5, shape[0], dtype=torch.float64)
+    (layer(x) * g).sum().backward()
+    expected_grad = layer.scaling * layer.svd_a.T @ (x.T @ g) @ layer.svd_b.T
+    assert torch.allclose(layer.svd_core.grad, expected_grad, atol=1e-10) and expected_grad.abs().max() > 0
+    assert layer.svd_a.grad is None and layer.svd_b.grad is None and layer.base_layer.weight.grad is None
+    with torch.no_grad():
+        layer.svd_core.normal_()
+    delta_t = layer.scaling * layer.svd_a @ layer.svd_core @ layer.svd_b
+    assert layer.scaling == 8.0 / rank and torch.allclose(layer.delta_weight(), delta_t.T, atol=1e-10)
+    assert torch.allclose(layer(x), x @ (base_weight.T + delta_t) + layer.base_layer.bias, atol=1e-10)
+    assert torch.equal(layer.base_layer.weight, base_weight)  # the base weights are read, never changed
+    with pytest.raises(ValueError, match=r"rank 8 is not between 1 and 6 for a \(6, 7\) weight"):
+        SVDCoreLinear(nn.Linear(7, 6), 8, alpha=8.0)
 
 
 def test_closest_setting_table_pairs_seeds_and_keeps_the_protocol(tmp_path):
