@@ -475,6 +475,7 @@ def test_closest_setting_table_pairs_seeds_and_keeps_the_protocol(tmp_path):
                         + rows("tt", 5e-3, [0.75, 0.77, 0.76], 50) + rows("tt", 1e-2, [0.99], 50, dev=0.4)),
         "quality_mpo": ({"methods": ["tt_mpo"], "mpo_ranks": [4, 4, 4]}, rows("tt_mpo", 1e-2, [0.79, 0.82, 0.77], 44)),
         "quality_big": ({"methods": ["tt"], "tt_rank": 9}, rows("tt", 1e-2, [0.81, 0.82, 0.79], 60)),
+        "quality_svd": ({"methods": ["svd_core"], "svd_rank": 16}, rows("svd_core", 2e-2, [0.78, 0.80, 0.77], 45)),
         "quality_one": ({"methods": ["tt_stack"], "seeds": [0]}, rows("tt_stack", 5e-3, [0.83], 40)),
         "quality_rerun": ({"methods": ["tt_mpo"], "mpo_ranks": [4, 4, 4], "seeds": [0]},
                           rows("tt_mpo", 1e-2, [0.10], 44)),  # the same setting, fewer seeds: not read
@@ -488,7 +489,10 @@ def test_closest_setting_table_pairs_seeds_and_keeps_the_protocol(tmp_path):
         (tmp_path / f"{name}.json").write_text(json.dumps(run))
     (tables,) = quality_closest.main(["--name", "c"], tmp_path)
     by = {r["label"]: r for r in tables}
-    assert set(by) == {"lora", "tt", "tt_mpo (mpo_ranks=[4,4,4])", "tt (tt_rank=9)", "tt_stack"}
+    assert set(by) == {"lora", "tt", "tt_mpo (mpo_ranks=[4,4,4])", "tt (tt_rank=9)", "tt_stack",
+                       "svd_core (svd_rank=16)"}
+    svd = by["svd_core (svd_rank=16)"]
+    assert svd["eligible"] and not svd["closest"] and svd["diff"] == pytest.approx(-0.0167, abs=1e-4)
     assert by["lora"]["reference"] and by["tt"]["lr"] == 5e-3
     assert by["tt"]["diff"] == pytest.approx(-0.04) and by["tt"]["share"] == pytest.approx(0.05)
     mpo = by["tt_mpo (mpo_ranks=[4,4,4])"]
@@ -500,7 +504,7 @@ def test_closest_setting_table_pairs_seeds_and_keeps_the_protocol(tmp_path):
     assert [r["label"] for r in tables][:3] == ["tt_stack", "tt (tt_rank=9)", "lora"]  # best difference first
     text = (tmp_path / "c.md").read_text()
     assert ("| sick, tiny-base, 1 ep (accuracy) | 80.00 ± 1.63 | `tt_mpo (mpo_ranks=[4,4,4])` | 44 (4.40%) | "
-            "79.33 ± 2.05 | -0.67 ± 0.47 | yes | 2 / 4 |") in text
+            "79.33 ± 2.05 | -0.67 ± 0.47 | yes | 3 / 5 |") in text
     assert (tmp_path / "c.png").stat().st_size > 0
 
 
