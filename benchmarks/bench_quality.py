@@ -100,8 +100,8 @@ def build(method: str, args, label_names: list[str], pad_token_id):
     if method in ("full", "head", "tt_stack", "tt_mpo", "svd_core"):
         base.requires_grad_(method == "full")
         getattr(base, head).requires_grad_(True)
+        paths = target_names(base, module_set(base, args.modules))  # what the prototypes below adapt
         if method == "tt_mpo":
-            paths = target_names(base, module_set(base, args.modules))
             if unknown := sorted(set(args.mpo_shapes or {}) - {p.rsplit(".", 1)[-1] for p in paths}):
                 raise ValueError(f"--mpo_shapes names {unknown}, not among the adapted modules "
                                  f"{sorted({p.rsplit('.', 1)[-1] for p in paths})}")
@@ -109,10 +109,9 @@ def build(method: str, args, label_names: list[str], pad_token_id):
                 in_modes, out_modes = (args.mpo_shapes or {}).get(path.rsplit(".", 1)[-1], [args.mpo_modes] * 2)
                 mpo_tt_(base, [path], in_modes, out_modes, args.mpo_ranks, args.tt_alpha)
         if method == "svd_core":
-            svd_core_(base, target_names(base, module_set(base, args.modules)), args.svd_rank, args.tt_alpha)
+            svd_core_(base, paths, args.svd_rank, args.tt_alpha)
         if method == "tt_stack":
-            stack_tt_(base, target_names(base, module_set(base, args.modules)), args.stack_rank, args.tt_alpha,
-                      args.stack_share)
+            stack_tt_(base, paths, args.stack_rank, args.tt_alpha, args.stack_share)
         return base, []
     if method == "lora":
         rank, targets = args.lora_rank, target_names(base, module_set(base, args.modules))

@@ -8,8 +8,8 @@ LoRA r=16 with the recipe's defaults on the same modules; every TT method (`tt`,
 a three-core train whose outer cores are the frozen weight's singular bases) and every other LoRA setting of the group
 is a row, named by its method and the arguments it sets away from `bench_quality`'s defaults. A row counts only if its
 run followed the protocol: the rate chosen on seed 0's dev score (`final_rows`), so the runs of seeds 1-2 at a rate
-the protocol did not choose are left out. The same setting run twice (a rerun
-with `--by_length`) is read once: the run with the most seeds, then the first by name.
+the protocol did not choose are left out. The same setting run twice (a rerun with `--by_length`) is read once: the
+run with the most seeds, then the first by name.
 
 The difference to LoRA r=16 is paired by seed over the seeds both have. "Closest" is the best mean difference among
 the settings with every seed of the protocol (3) at ≤ 5% of the reference's adapter parameters.
