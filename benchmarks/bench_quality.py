@@ -63,10 +63,11 @@ from hf_ttmoe.architectures import default_targets, layer_linears, path_in_layer
 from hf_ttmoe.training import ADAPTER_RECIPE
 from hf_ttmoe.ttlora.stacked import LAYOUTS
 
-# Which linears "tt" and "lora" adapt (`--modules`): the architecture's query/value (TT-LoRA's default), or every
-# linear inside the transformer layers (BERT's pooler.dense, outside them, is left alone as TT-LoRA leaves it).
+# Which linears "tt" and "lora" adapt (`--modules`): the architecture's query/value (TT-LoRA's default), only one of
+# them ("q", "v": where a budget buys a higher rank on fewer matrices), or every linear inside the transformer layers
+# (BERT's pooler.dense, outside them, is left alone as TT-LoRA leaves it).
 # "lora_budget" / "lora_rank" adapt what dense MoE-LoRA adapts: the architecture's feed-forward linears.
-MODULE_SETS = ("qv", "all")
+MODULE_SETS = ("qv", "q", "v", "all")
 DEFAULT_LRS = {"tt": [2e-3, 5e-3, 1e-2], "tt_stack": [2e-3, 5e-3, 1e-2], "tt_mpo": [2e-3, 5e-3, 1e-2],
                "svd_core": [5e-3, 1e-2, 2e-2],
                "lora": [5e-4, 1e-3, 2e-3], "moe": [5e-4, 1e-3, 2e-3],
@@ -135,11 +136,12 @@ def tt_rank_arg(text: str) -> int | list[int]:
 
 
 def module_set(base, modules: str) -> list[str]:
-    """`--modules` as library targets: "qv" = the architecture's attention targets, "all" = the path inside its layer
-    of every linear in the transformer layers."""
-    if modules == "qv":
-        return default_targets(base, base.config.model_type, "attention")
-    return sorted({path_in_layer(name) for name in layer_linears(base)})
+    """`--modules` as library targets: "qv" = the architecture's attention targets (query, value), "q" / "v" = one of
+    them, "all" = the path inside its layer of every linear in the transformer layers."""
+    if modules == "all":
+        return sorted({path_in_layer(name) for name in layer_linears(base)})
+    query, value = default_targets(base, base.config.model_type, "attention")
+    return {"qv": [query, value], "q": [query], "v": [value]}[modules]
 
 
 def budget_rank(base, targets: list[str], moe: DenseMoELoRAConfig) -> int:

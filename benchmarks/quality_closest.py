@@ -12,7 +12,12 @@ the protocol did not choose are left out. The same setting run twice (a rerun wi
 run with the most seeds, then the first by name.
 
 The difference to LoRA r=16 is paired by seed over the seeds both have. "Closest" is the best mean difference among
-the settings with every seed of the protocol (3) at ≤ 5% of the reference's adapter parameters.
+the settings with every seed of the protocol (3) at ≤ 5% of the reference's adapter parameters. A setting on only
+one of query / value (`--modules q` or `v`) is compared with the query/value reference, the goal's.
+
+Beside the closest TT setting the summary shows the best PEFT LoRA inside the same budget (a lower rank, or fewer
+modules): what the budget buys LoRA itself. `<name>_frontier.png` plots every group's settings as test score against
+adapter parameters (log scale), LoRA's ranks joined by a line, the 5% budget and the goal's line marked.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ SETTING = {"tt": ("tt_rank", "tt_layout", "tt_shapes", "tt_alpha", "tt_init"),
 RECIPE = ("modules", "warmup", "weight_decay", "head_lr", "zero_core_lr_ratio", "pooling", "group_by_length")
 BUDGET = 0.05  # of the reference's adapter parameters
 SEEDS = 3
+QV_PARTS = ("q", "v")  # module sets inside the goal's query/value, compared with its reference
 
 
 def defaults() -> dict:
@@ -62,6 +68,12 @@ def setting(method: str, args: dict, default: dict) -> tuple[str, str, bool]:
     return (f"{method} ({', '.join(changed)})" if changed else method), modules, reference
 
 
+def on_lora_curve(method: str, args: dict, default: dict) -> bool:
+    """PEFT LoRA with the recipe's defaults on query/value or one of them: a point of LoRA's own budget curve."""
+    return method == "lora" and args.get("modules", default["modules"]) in ("qv", *QV_PARTS) and all(
+        args.get(k, default[k]) == default[k] for k in RECIPE if k != "modules")
+
+
 def collect(results_dir: Path) -> dict[tuple, dict[str, dict]]:
     """{group key: {label: row}}, a row holding its run's name, method, modules, seeds' test rows and parameters."""
     default, groups = defaults(), {}
@@ -76,6 +88,8 @@ def collect(results_dir: Path) -> dict[tuple, dict[str, dict]]:
             label, modules, reference = setting(method, args, default)
             row = {"run": path.stem, "method": method, "label": label, "modules": modules, "lr": rows[0]["lr"],
                    "reference": reference,
+                   "lora_rank": args.get("lora_rank", default["lora_rank"]) if on_lora_curve(method, args, default)
+                   else None,
                    "params": rows[0]["adapter_params"], "metric": args["metric"], "budget": budget(args),
                    "base": args.get("base_model", default["base_model"]).split("/")[-1], "task": args["task"],
                    "test": {r["seed"]: r[f"test_{args['metric']}"] for r in rows}}
@@ -94,7 +108,7 @@ def compare(group: dict[str, dict]) -> list[dict] | None:
         return None
     out = []
     for row in group.values():
-        ref = references.get(row["modules"])
+        ref = references.get(row["modules"]) or (references["qv"] if row["modules"] in QV_PARTS else None)
         seeds = sorted(set(row["test"]) & set(ref["test"])) if ref else []
         diffs = [row["test"][s] - ref["test"][s] for s in seeds]
         values = list(row["test"].values())
@@ -105,10 +119,12 @@ def compare(group: dict[str, dict]) -> list[dict] | None:
     for r in out:
         r["eligible"] = (not r["reference"] and r["method"] != "lora" and r["share"] is not None
                          and r["share"] <= BUDGET and r["n"] >= SEEDS)
-    eligible = [r for r in out if r["eligible"]]
-    best = max(eligible, key=lambda r: r["diff"], default=None)
+        r["lora_in_budget"] = (not r["reference"] and r["method"] == "lora" and r["share"] is not None
+                               and r["share"] <= BUDGET and r["n"] >= SEEDS)
+    best = max((r for r in out if r["eligible"]), key=lambda r: r["diff"], default=None)
+    best_lora = max((r for r in out if r["lora_in_budget"]), key=lambda r: r["diff"], default=None)
     for r in out:
-        r["closest"] = r is best
+        r["closest"], r["best_lora"] = r is best, r is best_lora
     return sorted(out, key=lambda r: (r["diff"] is None, -(r["diff"] if r["diff"] is not None else 0), r["label"]))
 
 
@@ -125,18 +141,23 @@ def markdown(tables: list[list[dict]]) -> str:
     lines = ["Closest setting at ≤ 5% of PEFT LoRA r=16's adapter parameters (3 seeds, rate chosen on dev), per task "
              "(test, mean ± population std over seeds):", "",
              "| task | LoRA r=16 | closest setting ≤ 5% | parameters | test | difference (paired) | within 1 point "
-             "| settings tried (≤ 5%, 3 seeds / all) |", "|---|---:|---|---:|---:|---:|---|---:|"]
+             "| settings tried (≤ 5%, 3 seeds / all) | PEFT LoRA ≤ 5% (best, 3 seeds): difference |",
+             "|---|---:|---|---:|---:|---:|---|---:|---|"]
     for rows in tables:
         ref = next(r for r in rows if r["reference"] and r["modules"] == "qv")
         best = next((r for r in rows if r["closest"]), None)
+        lora = next((r for r in rows if r["best_lora"]), None)
+        lora = "—" if lora is None else (f"`{lora['label']}`, {100 * lora['share']:.2f}%: "
+                                         f"{pct(lora['diff'], True)} ± {pct(lora['diff_std'])}")
         tried = f"{sum(r['eligible'] for r in rows)} / {sum(not r['reference'] for r in rows)}"
         if best is None:
-            lines.append(f"| {title(rows)} | {pct(ref['mean'])} ± {pct(ref['std'])} | — | — | — | — | — | {tried} |")
+            lines.append(f"| {title(rows)} | {pct(ref['mean'])} ± {pct(ref['std'])} | — | — | — | — | — | {tried} "
+                         f"| {lora} |")
             continue
         within = "yes" if best["diff"] >= -0.01 else "no"
         lines.append(f"| {title(rows)} | {pct(ref['mean'])} ± {pct(ref['std'])} | `{best['label']}` | "
                      f"{best['params']:,} ({100 * best['share']:.2f}%) | {pct(best['mean'])} ± {pct(best['std'])} | "
-                     f"{pct(best['diff'], True)} ± {pct(best['diff_std'])} | {within} | {tried} |")
+                     f"{pct(best['diff'], True)} ± {pct(best['diff_std'])} | {within} | {tried} | {lora} |")
     for rows in tables:
         lines += ["", f"**{title(rows)}**: every setting, best difference first (modules q,v unless named)", "",
                   "| setting | run | adapter parameters | / LoRA r=16 | lr | test, mean ± std | seeds | difference "
@@ -179,15 +200,62 @@ def plot(tables: list[list[dict]], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_frontier(tables: list[list[dict]], path: Path) -> None:
+    """One panel per group: each setting's test mean ± std against its adapter parameters (log scale); PEFT LoRA's
+    settings on the goal's modules (or one of them) joined by a line, the 5% budget and LoRA r=16 − 1 point marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(len(tables), 5)
+    nrows = -(-len(tables) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.4 * cols, 3.0 * nrows), squeeze=False)
+    for ax, rows in zip(axes.flat, tables):
+        ref = next(r for r in rows if r["reference"] and r["modules"] == "qv")
+        lora = sorted((r for r in rows if r["lora_rank"] is not None), key=lambda r: r["params"])
+        ax.errorbar([r["params"] for r in lora], [100 * r["mean"] for r in lora], [100 * r["std"] for r in lora],
+                    color="C1", marker="s", ms=4, lw=1, capsize=2, label="PEFT LoRA (ranks, q/v or one of them)")
+        for r in lora:
+            ax.annotate(f"r={r['lora_rank']}" + ("" if r["modules"] == "qv" else f" {r['modules']}"),
+                        (r["params"], 100 * r["mean"]), fontsize=6, xytext=(3, -8), textcoords="offset points",
+                        color="C1")
+        others = [r for r in rows if r["method"] != "lora"]
+        ax.errorbar([r["params"] for r in others], [100 * r["mean"] for r in others],
+                    [100 * r["std"] for r in others], color="C0", fmt="o", ms=3, lw=0.8, capsize=2,
+                    label="TT settings")
+        best = [r for r in rows if r["closest"]]
+        ax.scatter([r["params"] for r in best], [100 * r["mean"] for r in best], marker="*", s=110, c="C3", zorder=4,
+                   label="closest TT ≤ 5%")
+        ax.axvline(BUDGET * ref["params"], color="C7", ls=":", lw=1, label="5% of LoRA r=16")
+        ax.axhline(100 * ref["mean"] - 1, color="C2", ls="--", lw=0.8, label="LoRA r=16 − 1 point")
+        ax.set_xscale("log")
+        ax.set_title(title(rows), fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in axes.flat[len(tables):]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("test (mean ± std over seeds)", fontsize=7)
+    for ax in axes[-1]:
+        ax.set_xlabel("adapter parameters", fontsize=7)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None, results_dir: Path = RESULTS) -> list[list[dict]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--name", default="quality_closest", help="writes benchmarks/results/<name>.{md,png}")
+    parser.add_argument("--name", default="quality_closest",
+                        help="writes benchmarks/results/<name>.{md,png} and <name>_frontier.png")
     args = parser.parse_args(argv)
     tables = [rows for group in collect(results_dir).values() if (rows := compare(group))]
     tables.sort(key=lambda rows: (rows[0]["base"] != "all-MiniLM-L6-v2", rows[0]["task"], rows[0]["budget"]))
     text = markdown(tables)
     (Path(results_dir) / f"{args.name}.md").write_text(text + "\n")
     plot(tables, Path(results_dir) / f"{args.name}.png")
+    plot_frontier(tables, Path(results_dir) / f"{args.name}_frontier.png")
     print(text)
     return tables
 

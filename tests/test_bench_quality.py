@@ -42,6 +42,11 @@ def params():
     counts["tt_layout_stacked"] = adapter_parameters(model)
     model, _ = build("tt", args(modules="qv", tt_rank=tt_rank_arg("4,4,5,10,5,4,4")), ["a", "b"], 0)
     counts["tt_midbond10"] = adapter_parameters(model)
+    for modules in ("q", "v"):
+        model, _ = build("lora", args(modules=modules, lora_rank=1), ["a", "b"], 0)
+        counts[f"lora_r1_{modules}"] = adapter_parameters(model)
+        counts[f"lora_r1_{modules}_names"] = {n.split(".lora_")[0].rsplit(".", 1)[-1] for n, p in
+                                              model.named_parameters() if p.requires_grad and ".lora_" in n}
     return counts
 
 
@@ -63,6 +68,9 @@ def test_method_budgets_are_what_the_benchmark_says(params):
     assert params["tt"] == 12 * 610 and params["tt_midbond10"] == 12 * 576 < 0.05 * params["lora"]
     # the core between the frozen singular bases: r x r a matrix, r = 24
     assert params["svd_core"] == 12 * 24 * 24 == 6_912 < 0.05 * params["lora"]
+    # one of query / value only (`--modules q|v`): LoRA r=1 on 6 matrices, half of r=1 on both
+    assert params["lora_r1_q"] == params["lora_r1_v"] == 6 * 768 == 4_608 < 0.05 * params["lora"]
+    assert params["lora_r1_q_names"] == {"query"} and params["lora_r1_v_names"] == {"value"}
 
 
 def test_mpo_shapes_give_each_module_name_its_own_modes():
@@ -202,6 +210,9 @@ def test_module_sets_follow_the_architecture(tmp_path):
     assert linear_names(tt, "TTLoRALinear") == {"q_proj", "v_proj"}
     lora, _ = build("lora", a, ["a", "b"], 0)
     assert lora_targets(lora) == {"q_proj", "v_proj"}
+    for modules, names in (("q", {"q_proj"}), ("v", {"v_proj"})):
+        one, _ = build("lora", argparse.Namespace(**{**vars(a), "modules": modules}), ["a", "b"], 0)
+        assert lora_targets(one) == names
     lora_all, _ = build("lora", argparse.Namespace(**{**vars(a), "modules": "all"}), ["a", "b"], 0)
     assert lora_targets(lora_all) == {
         "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
@@ -481,6 +492,13 @@ def test_closest_setting_table_pairs_seeds_and_keeps_the_protocol(tmp_path):
                           rows("tt_mpo", 1e-2, [0.10], 44)),  # the same setting, fewer seeds: not read
         "quality_seed1": ({"methods": ["tt_mpo"], "seeds": [1]}, rows("tt_mpo", 1e-2, [0.0, 0.99], 44)[1:]),
         "quality_other_rows": ({"methods": ["tt_mpo"], "max_test_samples": 100}, rows("tt_mpo", 1e-2, [0.9] * 3, 44)),
+        # PEFT LoRA's own budget curve: rank 1 on value only (inside 5%), rank 4 on both (over), rank 1 with weight
+        # decay (a recipe change: not on the curve)
+        "quality_lora_v": ({"methods": ["lora"], "lora_rank": 1, "modules": "v"},
+                           rows("lora", 5e-3, [0.78, 0.79, 0.78], 30)),
+        "quality_lora_r4": ({"methods": ["lora"], "lora_rank": 4}, rows("lora", 2e-3, [0.80, 0.81, 0.78], 250)),
+        "quality_lora_wd": ({"methods": ["lora"], "lora_rank": 1, "weight_decay": 0.1},
+                            rows("lora", 5e-3, [0.795, 0.82, 0.78], 40)),
     }
     for name, (extra, rs) in runs.items():
         run = {"args": {**args, **extra}, "rows": rs}
@@ -490,7 +508,16 @@ def test_closest_setting_table_pairs_seeds_and_keeps_the_protocol(tmp_path):
     (tables,) = quality_closest.main(["--name", "c"], tmp_path)
     by = {r["label"]: r for r in tables}
     assert set(by) == {"lora", "tt", "tt_mpo (mpo_ranks=[4,4,4])", "tt (tt_rank=9)", "tt_stack",
-                       "svd_core (svd_rank=16)"}
+                       "svd_core (svd_rank=16)", 'lora (lora_rank=1, modules="v")', "lora (lora_rank=4)",
+                       "lora (lora_rank=1, weight_decay=0.1)"}
+    # one of query / value against the query/value reference; LoRA inside the budget is never "closest" (the goal is
+    # TT's), the best of it is reported beside
+    lora_v, wd = by['lora (lora_rank=1, modules="v")'], by["lora (lora_rank=1, weight_decay=0.1)"]
+    assert lora_v["diff"] == pytest.approx(-0.0167, abs=1e-4) and lora_v["share"] == pytest.approx(0.03)
+    assert not lora_v["eligible"] and lora_v["lora_in_budget"] and wd["lora_in_budget"]
+    assert wd["best_lora"] and not lora_v["best_lora"]  # -0.0017 beats -0.0167
+    assert [by[k]["lora_rank"] for k in ("lora", "lora (lora_rank=4)", 'lora (lora_rank=1, modules="v")')] == [16, 4, 1]
+    assert wd["lora_rank"] is None and by["tt"]["lora_rank"] is None  # off LoRA's curve
     svd = by["svd_core (svd_rank=16)"]
     assert svd["eligible"] and not svd["closest"] and svd["diff"] == pytest.approx(-0.0167, abs=1e-4)
     assert by["lora"]["reference"] and by["tt"]["lr"] == 5e-3
@@ -504,8 +531,9 @@ def test_closest_setting_table_pairs_seeds_and_keeps_the_protocol(tmp_path):
     assert [r["label"] for r in tables][:3] == ["tt_stack", "tt (tt_rank=9)", "lora"]  # best difference first
     text = (tmp_path / "c.md").read_text()
     assert ("| sick, tiny-base, 1 ep (accuracy) | 80.00 ± 1.63 | `tt_mpo (mpo_ranks=[4,4,4])` | 44 (4.40%) | "
-            "79.33 ± 2.05 | -0.67 ± 0.47 | yes | 3 / 5 |") in text
-    assert (tmp_path / "c.png").stat().st_size > 0
+            "79.33 ± 2.05 | -0.67 ± 0.47 | yes | 3 / 8 | `lora (lora_rank=1, weight_decay=0.1)`, 4.00%: "
+            "-0.17 ± 0.24 |") in text
+    assert (tmp_path / "c.png").stat().st_size > 0 and (tmp_path / "c_frontier.png").stat().st_size > 0
 
 
 def kept(grad, v) -> float:
