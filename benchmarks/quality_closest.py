@@ -117,10 +117,8 @@ def compare(group: dict[str, dict]) -> list[dict] | None:
                     "diff": statistics.fmean(diffs) if diffs else None,
                     "diff_std": statistics.pstdev(diffs) if diffs else None})
     for r in out:
-        r["eligible"] = (not r["reference"] and r["method"] != "lora" and r["share"] is not None
-                         and r["share"] <= BUDGET and r["n"] >= SEEDS)
-        r["lora_in_budget"] = (not r["reference"] and r["method"] == "lora" and r["share"] is not None
-                               and r["share"] <= BUDGET and r["n"] >= SEEDS)
+        in_budget = not r["reference"] and r["share"] is not None and r["share"] <= BUDGET and r["n"] >= SEEDS
+        r["eligible"], r["lora_in_budget"] = in_budget and r["method"] != "lora", in_budget and r["method"] == "lora"
     best = max((r for r in out if r["eligible"]), key=lambda r: r["diff"], default=None)
     best_lora = max((r for r in out if r["lora_in_budget"]), key=lambda r: r["diff"], default=None)
     for r in out:
