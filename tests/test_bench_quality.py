@@ -516,7 +516,8 @@ def test_closest_setting_table_pairs_seeds_and_keeps_the_protocol(tmp_path):
     assert lora_v["diff"] == pytest.approx(-0.0167, abs=1e-4) and lora_v["share"] == pytest.approx(0.03)
     assert not lora_v["eligible"] and lora_v["lora_in_budget"] and wd["lora_in_budget"]
     assert wd["best_lora"] and not lora_v["best_lora"]  # -0.0017 beats -0.0167
-    assert [by[k]["lora_rank"] for k in ("lora", "lora (lora_rank=4)", 'lora (lora_rank=1, modules="v")')] == [16, 4, 1]
+    curve = ("lora", "lora (lora_rank=4)", 'lora (lora_rank=1, modules="v")')
+    assert [by[k]["lora_rank"] for k in curve] == [16, 4, 1]
     assert wd["lora_rank"] is None and by["tt"]["lora_rank"] is None  # off LoRA's curve
     svd = by["svd_core (svd_rank=16)"]
     assert svd["eligible"] and not svd["closest"] and svd["diff"] == pytest.approx(-0.0167, abs=1e-4)
