@@ -394,9 +394,12 @@ def test_finetuned_router_learns_the_tasks_and_chooses_its_rate_on_validation(tm
     markets = "stocks fell rose market price bank".split()
     rng = np.random.default_rng(0)
 
-    def rows(n, words, pair):
-        out = [{"text": " ".join(rng.choice(words, 4)), "label": i % 2} for i in range(n)]
-        return Dataset.from_list([{**r, "text_pair": " ".join(rng.choice(words, 3))} for r in out] if pair else out)
+    def rows(n, words, pair):  # lengths overlap across the tasks, so batches grouped by length mix them
+        out = [{"text": " ".join(rng.choice(words, rng.integers(1, 5) if pair else rng.integers(3, 9))),
+                "label": i % 2} for i in range(n)]
+        if pair:
+            out = [{**r, "text_pair": " ".join(rng.choice(words, rng.integers(1, 4)))} for r in out]
+        return Dataset.from_list(out)
 
     splits = [{s: rows(n, words, pair) for s, n in (("train", 64), ("validation", 16), ("test", 16))}
               for words, pair in ((films, False), (markets, True))]

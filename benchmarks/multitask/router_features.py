@@ -32,9 +32,10 @@ with the most router probability, then its most probable expert), and training t
 cross-entropy added to the task's (`--group_weights`).
 Then, with `--finetuned` (stop 45), an upper reference on what the inputs hold at all: the whole base fine-tuned as
 a task classifier on the same training rows (`AutoModelForSequenceClassification`, every weight trained, the
-benchmark's `Trainer` recipe), its rate chosen on the validation rows (`benchmarks/lr_grid.py`), scored like the
-routers above (router accuracy, the answerable share, the confusions that cost a row). It would route with a second
-pass of a model the base's size, so it says how much routing signal there is, not what to ship.
+benchmark's `Trainer` recipe with batches grouped by length, since BBC and BoolQ rows fill 128 tokens), its rate
+chosen on the validation rows (`benchmarks/lr_grid.py`), scored like the routers above (router accuracy, the
+answerable share, the confusions that cost a row). It would route with a second pass of a model the base's size, so
+it says how much routing signal there is, not what to ship.
 Writes `benchmarks/results/multitask/router_features_<name>.{json,md}`.
 """
 
@@ -329,7 +330,7 @@ def finetuned_router(path: str, tokenizer, splits: list, settings: Settings, lrs
         torch.manual_seed(seed)  # the new head's initialisation
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=len(splits),
                                                                    ignore_mismatched_sizes=True)
-        stats = fit(model, data["train"], tokenizer, lr, seed, settings, work_dir / f"lr{lr:g}")
+        stats = fit(model, data["train"], tokenizer, lr, seed, settings, work_dir / f"lr{lr:g}", group_by_length=True)
         runs[lr] = {**stats, "test": predict(model, data["test"], tokenizer),
                     "params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
         accuracy = (predict(model, data["validation"], tokenizer) == y_val).float().mean().item() * 100
