@@ -316,11 +316,11 @@ def predict(model, data: Dataset, tokenizer, batch_size: int = 128) -> torch.Ten
 
 
 def finetuned_router(path: str, tokenizer, splits: list, settings: Settings, lrs: list[float], seed: int,
-                     work_dir: Path) -> dict:
+                     work_dir: Path, extend: int = 2) -> dict:
     """The base fine-tuned whole as a task classifier on every task's training rows (`splits`: per task, its
-    train / validation / test splits), the rate chosen on the validation rows' accuracy (widened past a strictly best
-    end, `lr_grid`). Returns the validation accuracy per rate, the chosen rate, its test predictions, its trainable
-    parameters and training seconds."""
+    train / validation / test splits) for `settings.epochs`, the rate chosen on the validation rows' accuracy (widened
+    past a strictly best end, at most `extend` more rates per side, `lr_grid`). Returns the validation accuracy per
+    rate, the chosen rate, its test predictions, its trainable parameters and training seconds."""
     data = {s: task_dataset(tokenizer, [p[s] for p in splits], settings.max_length)
             for s in ("train", "validation", "test")}
     y_val = torch.tensor(data["validation"]["labels"])
@@ -338,7 +338,7 @@ def finetuned_router(path: str, tokenizer, splits: list, settings: Settings, lrs
               flush=True)
         return accuracy
 
-    scores = widen(lrs, score)
+    scores = widen(lrs, score, extend)
     lr = best_lr(scores)
     return {"validation": scores, "lr": lr, **runs[lr]}
 
@@ -376,6 +376,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="also the upper reference: the whole base fine-tuned as a task classifier")
     parser.add_argument("--finetune_lrs", nargs="+", type=float, default=[2e-5, 5e-5, 1e-4],
                         help="its rate grid (chosen on the validation rows, widened past a strictly best end)")
+    parser.add_argument("--finetune_epochs", type=float, default=1.0, help="its epochs over the training rows")
+    parser.add_argument("--finetune_extend", type=int, default=2,
+                        help="rates tried past a strictly best end of its grid, per side (0: the grid as given)")
     parser.add_argument("--threads", type=int)
     args = parser.parse_args(argv)
     if args.threads:
@@ -455,8 +458,9 @@ def main(argv: list[str] | None = None) -> dict:
                                   gold, args.seeds, args.group_weights) if args.label_groups else []
     finetuned = {}
     if args.finetuned:
-        run = finetuned_router(path, tokenizer, task_splits, settings, args.finetune_lrs, args.seeds[0],
-                               WORK / args.name)
+        tuned_settings = dataclasses.replace(settings, epochs=args.finetune_epochs)
+        run = finetuned_router(path, tokenizer, task_splits, tuned_settings, args.finetune_lrs, args.seeds[0],
+                               WORK / args.name, args.finetune_extend)
         net = fit_router(pooled(f_train, "segments"), y_train, len(tasks), "linear", seed=args.seeds[0])
         with torch.no_grad():
             plain = net(segments_test).argmax(-1)
@@ -482,7 +486,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.label_groups:
         command += " --label_groups --group_weights " + " ".join(f"{w:g}" for w in args.group_weights)
     if args.finetuned:
-        command += " --finetuned --finetune_lrs " + " ".join(f"{lr:g}" for lr in args.finetune_lrs)
+        command += (" --finetuned --finetune_lrs " + " ".join(f"{lr:g}" for lr in args.finetune_lrs)
+                    + f" --finetune_epochs {args.finetune_epochs:g} --finetune_extend {args.finetune_extend}")
     columns = " | ".join(tasks) + " |"
     lines = [f"Router accuracy on the {len(y_test)} test rows of {len(tasks)} tasks, layer-0 features, mean ± std "
              f"over router seeds {args.seeds} (`{command}`).", "",
@@ -519,7 +524,8 @@ def main(argv: list[str] | None = None) -> dict:
         lines += ["", f"Upper reference (router seed {args.seeds[0]}): the whole base fine-tuned as a task classifier "
                   f"on the same training rows (rate chosen on the validation rows: "
                   + ", ".join(f"{lr:g} {a:.2f}" for lr, a in tuned["validation"].items())
-                  + f"; chose {tuned['lr']:g}; {tuned['steps']} steps, {tuned['train_s']:.0f} s), beside the "
+                  + f"; chose {tuned['lr']:g}; {args.finetune_epochs:g} epoch(s), {tuned['steps']} steps, "
+                  f"{tuned['train_s']:.0f} s), beside the "
                   "library's router with the same seed. Lost: rows whose gold label name the chosen expert does not "
                   "have.", "",
                   "| router | trained parameters | router accuracy | answerable, rows | answerable, task average | "
