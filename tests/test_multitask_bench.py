@@ -23,9 +23,7 @@ from benchmarks.multitask.report import write_report
 from benchmarks.multitask.router_features import (
     AttentionRouter,
     answerable,
-    costly_confusions,
     embedding_features,
-    finetuned_router,
     fit_router,
     group_first,
     label_groups,
@@ -34,7 +32,6 @@ from benchmarks.multitask.router_features import (
     pooled,
     standardised,
     summary,
-    task_dataset,
 )
 from benchmarks.multitask.rows import export_rows, read_labels, read_rows, timing_rows
 from benchmarks.multitask.run import Run, write_json
@@ -368,47 +365,3 @@ def test_layer_features_are_what_the_router_reads_after_that_layer(tmp_path, rou
     z = standardised(got, got)
     torch.testing.assert_close(z.mean(0), torch.zeros(z.shape[1]), rtol=0, atol=1e-5)
     assert torch.allclose(standardised(got[:2], got), z[:2])
-
-
-def test_costly_confusions_count_only_rows_lost_by_label_name():
-    names = [["neg", "pos"], ["pos", "neg"], ["yes", "no"]]
-    y = torch.tensor([0, 0, 0, 1, 1, 2])
-    choice = torch.tensor([1, 2, 2, 1, 2, 0])  # 0→1 keeps its names, 0→2 loses both rows, 1→2 and 2→0 one each
-    gold = ["pos", "neg", "pos", "neg", "neg", "yes"]
-    out = costly_confusions(choice, y, gold, names, ["a", "b", "c"])
-    assert out == [{"task": "a", "to": "c", "sent": 2, "lost": 2}, {"task": "b", "to": "c", "sent": 1, "lost": 1},
-                   {"task": "c", "to": "a", "sent": 1, "lost": 1}]  # a→b (sent 1, lost 0) is not a cost
-
-
-def test_finetuned_router_learns_the_tasks_and_chooses_its_rate_on_validation(tmp_path):
-    """The fine-tuned reference: rows labelled with their task (pairs keep their token types), the whole tiny base
-    trained, the rate kept is the validation's best, and on tasks whose words differ it routes the test rows right."""
-    from datasets import Dataset
-    from tiny_pool import save_base, tiny_tokenizer
-    from transformers import AutoModelForSequenceClassification
-
-    from benchmarks.lr_grid import best_lr
-
-    base, tokenizer = save_base("bert", tmp_path / "base"), tiny_tokenizer("bert")
-    films = "the film movie good bad great awful actor plot".split()
-    markets = "stocks fell rose market price bank".split()
-    rng = np.random.default_rng(0)
-
-    def rows(n, words, pair):  # lengths overlap across the tasks, so batches grouped by length mix them
-        out = [{"text": " ".join(rng.choice(words, rng.integers(1, 5) if pair else rng.integers(3, 9))),
-                "label": i % 2} for i in range(n)]
-        if pair:
-            out = [{**r, "text_pair": " ".join(rng.choice(words, rng.integers(1, 4)))} for r in out]
-        return Dataset.from_list(out)
-
-    splits = [{s: rows(n, words, pair) for s, n in (("train", 64), ("validation", 16), ("test", 16))}
-              for words, pair in ((films, False), (markets, True))]
-    data = task_dataset(tokenizer, [p["test"] for p in splits], max_length=32)
-    assert data["labels"] == [0] * 16 + [1] * 16
-    assert not any(any(t) for t in data["token_type_ids"][:16]) and all(any(t) for t in data["token_type_ids"][16:])
-    settings = Settings(epochs=4, batch_size=16, max_length=32)
-    out = finetuned_router(str(base), tokenizer, splits, settings, [1e-5, 1e-3], seed=0, work_dir=tmp_path / "runs")
-    assert set(out["validation"]) >= {1e-5, 1e-3} and out["lr"] == best_lr(out["validation"])
-    whole = AutoModelForSequenceClassification.from_pretrained(base, num_labels=2, ignore_mismatched_sizes=True)
-    assert out["steps"] == 4 * 8 and out["params"] == sum(p.numel() for p in whole.parameters())
-    assert (out["test"] == torch.tensor([0] * 16 + [1] * 16)).float().mean() >= 0.9

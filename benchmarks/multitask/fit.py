@@ -13,15 +13,12 @@ from .settings import Settings
 
 
 def fit(model, data, tokenizer, lr: float, seed: int, settings: Settings, work_dir: Path,
-        label_names: tuple[str, ...] = ("labels",), group_by_length: bool = False) -> dict:
-    """Train `model` on `data` (tokenized, unpadded) for `settings.epochs`; returns wall seconds and steps.
-    `group_by_length`: batches of rows of similar length (`Trainer`'s sampler), so a pool whose tasks differ in length
-    is not padded to its longest task in every batch."""
+        label_names: tuple[str, ...] = ("labels",)) -> dict:
+    """Train `model` on `data` (tokenized, unpadded) for `settings.epochs`; returns wall seconds and steps."""
     args = TrainingArguments(output_dir=str(work_dir), learning_rate=lr, num_train_epochs=settings.epochs,
                              per_device_train_batch_size=settings.batch_size, seed=seed, report_to=[],
                              save_strategy="no", logging_steps=10, disable_tqdm=True, label_names=list(label_names),
-                             remove_unused_columns=False,
-                             train_sampling_strategy="group_by_length" if group_by_length else "random")
+                             remove_unused_columns=False)
     torch.manual_seed(seed)
     trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=DataCollatorWithPadding(tokenizer))
     t0 = time.perf_counter()

@@ -30,12 +30,6 @@ to another group cannot ("answerable": the row's gold label name is among the ch
 scored by label name needs first). Two label-aware rules are scored beside top-1: deciding group first (the group
 with the most router probability, then its most probable expert), and training the router with the group's
 cross-entropy added to the task's (`--group_weights`).
-Then, with `--finetuned` (stop 45), an upper reference on what the inputs hold at all: the whole base fine-tuned as
-a task classifier on the same training rows (`AutoModelForSequenceClassification`, every weight trained, the
-benchmark's `Trainer` recipe with batches grouped by length, since BBC and BoolQ rows fill 128 tokens), its rate
-chosen on the validation rows (`benchmarks/lr_grid.py`), scored like the routers above (router accuracy, the
-answerable share, the confusions that cost a row). It would route with a second pass of a model the base's size, so
-it says how much routing signal there is, not what to ship.
 Writes `benchmarks/results/multitask/router_features_<name>.{json,md}`.
 """
 
@@ -49,19 +43,15 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from datasets import Dataset, concatenate_datasets
-from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+from transformers import AutoModel, AutoTokenizer
 
 from hf_ttmoe.adapter import resolve_base_model
 from hf_ttmoe.ttlora_moe.model import masked_mean
 
-from ..lr_grid import best_lr, widen
-from .fit import fit
 from .rows import load_capped
 from .settings import ALL_TASKS, PAPER_TASKS, Settings
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "multitask"
-WORK = Path(__file__).resolve().parents[2] / "runs" / "multitask" / "router_features"  # the fine-tuned routers' runs
 POOLINGS = ("mean", "segments", "mean+max", "segments+lengths", "segments+diff+prod")
 
 
@@ -292,70 +282,6 @@ def label_group_rows(x, y, x_test, y_test, names: list[list[str]], groups: torch
     return out
 
 
-def task_dataset(tokenizer, parts: list, max_length: int) -> Dataset:
-    """The rows of every task (`parts`, one `Dataset` per task, in task order) tokenized as the base reads them,
-    each labelled with its task's index: what a router learns to predict."""
-    out = []
-    for i, rows in enumerate(parts):
-        columns = rows[:]  # {column: list}
-        enc = tokenizer(columns["text"], columns.get("text_pair"), truncation=True, max_length=max_length)
-        out.append(Dataset.from_dict({**enc, "labels": [i] * len(rows)}))
-    return concatenate_datasets(out)
-
-
-@torch.no_grad()
-def predict(model, data: Dataset, tokenizer, batch_size: int = 128) -> torch.Tensor:
-    """Each row's most probable class."""
-    collate = DataCollatorWithPadding(tokenizer)
-    preds = []
-    for start in range(0, len(data), batch_size):
-        batch = collate([data[i] for i in range(start, min(start + batch_size, len(data)))])
-        batch.pop("labels")
-        preds.append(model(**batch).logits.argmax(-1))
-    return torch.cat(preds)
-
-
-def finetuned_router(path: str, tokenizer, splits: list, settings: Settings, lrs: list[float], seed: int,
-                     work_dir: Path, extend: int = 2) -> dict:
-    """The base fine-tuned whole as a task classifier on every task's training rows (`splits`: per task, its
-    train / validation / test splits) for `settings.epochs`, the rate chosen on the validation rows' accuracy (widened
-    past a strictly best end, at most `extend` more rates per side, `lr_grid`). Returns the validation accuracy per
-    rate, the chosen rate, its test predictions, its trainable parameters and training seconds."""
-    data = {s: task_dataset(tokenizer, [p[s] for p in splits], settings.max_length)
-            for s in ("train", "validation", "test")}
-    y_val = torch.tensor(data["validation"]["labels"])
-    runs = {}
-
-    def score(lr: float) -> float:
-        torch.manual_seed(seed)  # the new head's initialisation
-        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=len(splits),
-                                                                   ignore_mismatched_sizes=True)
-        stats = fit(model, data["train"], tokenizer, lr, seed, settings, work_dir / f"lr{lr:g}", group_by_length=True)
-        runs[lr] = {**stats, "test": predict(model, data["test"], tokenizer),
-                    "params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
-        accuracy = (predict(model, data["validation"], tokenizer) == y_val).float().mean().item() * 100
-        print(f"  fine-tuned router, lr {lr:g}: validation accuracy {accuracy:.2f} ({stats['train_s']:.0f} s)",
-              flush=True)
-        return accuracy
-
-    scores = widen(lrs, score, extend)
-    lr = best_lr(scores)
-    return {"validation": scores, "lr": lr, **runs[lr]}
-
-
-def costly_confusions(choice: torch.Tensor, y: torch.Tensor, gold: list[str], names: list[list[str]],
-                      tasks: list[str], most: int = 8) -> list[dict]:
-    """The (task, chosen expert) pairs that lose the most rows by label name (the chosen expert cannot say the
-    row's gold label), most first: rows sent, rows lost."""
-    counts = {}
-    for t, c, g in zip(y.tolist(), choice.tolist(), gold):
-        if t != c:
-            sent, lost = counts.get((t, c), (0, 0))
-            counts[(t, c)] = (sent + 1, lost + (g not in names[c]))
-    top = sorted(counts.items(), key=lambda kv: (-kv[1][1], -kv[1][0], kv[0]))[:most]
-    return [{"task": tasks[t], "to": tasks[c], "sent": sent, "lost": lost} for (t, c), (sent, lost) in top if lost]
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", required=True)
@@ -372,14 +298,6 @@ def main(argv: list[str] | None = None) -> dict:
                              "trained with the label group's loss added")
     parser.add_argument("--group_weights", nargs="+", type=float, default=[1.0, 3.0],
                         help="weights of the label group's loss for --label_groups (0, the plain router, always runs)")
-    parser.add_argument("--finetuned", action="store_true",
-                        help="also the upper reference: the whole base fine-tuned as a task classifier")
-    parser.add_argument("--finetune_lrs", nargs="+", type=float, default=[1e-4, 2e-4],
-                        help="its rate grid (chosen on the validation rows, widened past a strictly best end)")
-    parser.add_argument("--finetune_epochs", type=float, default=2.0,
-                        help="its epochs over the training rows (one at 5e-5 left it at 66%% on validation)")
-    parser.add_argument("--finetune_extend", type=int, default=2,
-                        help="rates tried past a strictly best end of its grid, per side (0: the grid as given)")
     parser.add_argument("--threads", type=int)
     args = parser.parse_args(argv)
     if args.threads:
@@ -398,10 +316,9 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.perf_counter()
     feats = {"train": [], "test": []}
     deeper = {"train": [], "test": []}  # per task, {layer: (N, 2H)}
-    test_tokens, label_names, gold, task_splits = [], [], [], []
+    test_tokens, label_names, gold = [], [], []
     for task in tasks:
         splits = load_capped(task, settings)
-        task_splits.append(splits)
         label_names.append(splits["train"].features["label"].names)
         gold += [label_names[-1][i] for i in splits["test"]["label"]]
         for split in feats:
@@ -457,25 +374,8 @@ def main(argv: list[str] | None = None) -> dict:
     groups = label_groups(label_names)
     group_rows = label_group_rows(pooled(f_train, "segments"), y_train, segments_test, y_test, label_names, groups,
                                   gold, args.seeds, args.group_weights) if args.label_groups else []
-    finetuned = {}
-    if args.finetuned:
-        tuned_settings = dataclasses.replace(settings, epochs=args.finetune_epochs)
-        run = finetuned_router(path, tokenizer, task_splits, tuned_settings, args.finetune_lrs, args.seeds[0],
-                               WORK / args.name, args.finetune_extend)
-        net = fit_router(pooled(f_train, "segments"), y_train, len(tasks), "linear", seed=args.seeds[0])
-        with torch.no_grad():
-            plain = net(segments_test).argmax(-1)
-        for router, choice in (("segments, linear (the library)", plain), ("fine-tuned base", run["test"])):
-            finetuned[router] = {**summary([choice], y_test, tasks),
-                                 **dict(zip(("answerable_rows", "answerable_tasks"),
-                                            answerable(choice, gold, label_names, y_test))),
-                                 "confusions": costly_confusions(choice, y_test, gold, label_names, tasks)}
-        finetuned["fine-tuned base"].update({k: run[k] for k in ("validation", "lr", "params", "train_s", "steps")})
-        finetuned["segments, linear (the library)"]["params"] = sum(p.numel() for p in net.parameters())
     result = {"tasks": tasks, "seeds": args.seeds, "train_rows": len(y_train), "test_rows": len(y_test),
               "rows": rows, "references": references, "layers": layer_rows, "label_groups": group_rows,
-              "finetuned": {k: {**v, "validation": {f"{lr:g}": a for lr, a in v.get("validation", {}).items()}}
-                            for k, v in finetuned.items()},
               "groups": [[t for t, g in zip(tasks, groups.tolist()) if g == k] for k in range(int(groups.max()) + 1)]}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"router_features_{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -486,9 +386,6 @@ def main(argv: list[str] | None = None) -> dict:
         command += " --layers " + " ".join(map(str, args.layers))
     if args.label_groups:
         command += " --label_groups --group_weights " + " ".join(f"{w:g}" for w in args.group_weights)
-    if args.finetuned:
-        command += (" --finetuned --finetune_lrs " + " ".join(f"{lr:g}" for lr in args.finetune_lrs)
-                    + f" --finetune_epochs {args.finetune_epochs:g} --finetune_extend {args.finetune_extend}")
     columns = " | ".join(tasks) + " |"
     lines = [f"Router accuracy on the {len(y_test)} test rows of {len(tasks)} tasks, layer-0 features, mean ± std "
              f"over router seeds {args.seeds} (`{command}`).", "",
@@ -520,23 +417,6 @@ def main(argv: list[str] | None = None) -> dict:
         lines += [f"| {r['training']} | {r['decision']} | {r['accuracy']:.2f} ± {r['std']:.2f} | "
                   f"{r['answerable_rows']:.2f} | {r['answerable_tasks']:.2f} | {r['changed']:.2f}% |"
                   for r in group_rows]
-    if finetuned:
-        tuned = finetuned["fine-tuned base"]
-        lines += ["", f"Upper reference (router seed {args.seeds[0]}): the whole base fine-tuned as a task classifier "
-                  f"on the same training rows (rate chosen on the validation rows: "
-                  + ", ".join(f"{lr:g} {a:.2f}" for lr, a in tuned["validation"].items())
-                  + f"; chose {tuned['lr']:g}; {args.finetune_epochs:g} epoch(s), {tuned['steps']} steps, "
-                  f"{tuned['train_s']:.0f} s), beside the "
-                  "library's router with the same seed. Lost: rows whose gold label name the chosen expert does not "
-                  "have.", "",
-                  "| router | trained parameters | router accuracy | answerable, rows | answerable, task average | "
-                  "costliest confusions (task → expert: lost / sent) | " + columns,
-                  "|---|---:|---:|---:|---:|---|" + "---:|" * len(tasks)]
-        lines += [f"| {name} | {r['params']:,} | {r['accuracy']:.2f} | {r['answerable_rows']:.2f} | "
-                  f"{r['answerable_tasks']:.2f} | "
-                  + ", ".join(f"{c['task']} → {c['to']} {c['lost']}/{c['sent']}" for c in r["confusions"][:5])
-                  + " | " + " | ".join(f"{r['per_task'][t]:.1f}" for t in tasks) + " |"
-                  for name, r in finetuned.items()]
     (RESULTS / f"router_features_{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return result
