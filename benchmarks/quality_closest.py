@@ -13,7 +13,10 @@ run with the most seeds, then the first by name.
 
 The difference to LoRA r=16 is paired by seed over the seeds both have. "Closest" is the best mean difference among
 the settings with every seed of the protocol (3) at ≤ 5% of the reference's adapter parameters. A setting on only
-one of query / value (`--modules q` or `v`) is compared with the query/value reference, the goal's.
+one of query / value (`--modules q` or `v`) is compared with the query/value reference, the goal's. A `tt` setting
+whose every adapted matrix is a two-core chain (one input and one output mode, `--tt_shapes '{"value": [[384],
+[384]]}'`) is a rank-r matrix factorization, LoRA's own form with no tensorizing (`lora_form`): it is counted with
+PEFT LoRA inside the budget, never as the closest TT setting.
 
 Beside the closest TT setting the summary shows the best PEFT LoRA inside the same budget (a lower rank, or fewer
 modules): what the budget buys LoRA itself. `<name>_frontier.png` plots every group's settings as test score against
@@ -45,6 +48,7 @@ RECIPE = ("modules", "warmup", "weight_decay", "head_lr", "zero_core_lr_ratio", 
 BUDGET = 0.05  # of the reference's adapter parameters
 SEEDS = 3
 QV_PARTS = ("q", "v")  # module sets inside the goal's query/value, compared with its reference
+MODULE_COUNT = {"qv": 2, "q": 1, "v": 1, "all": 6}  # module names each `--modules` set adapts in a layer
 
 
 def defaults() -> dict:
@@ -74,6 +78,15 @@ def on_lora_curve(method: str, args: dict, default: dict) -> bool:
         args.get(k, default[k]) == default[k] for k in RECIPE if k != "modules")
 
 
+def lora_form(method: str, args: dict, default: dict) -> bool:
+    """A `tt` setting whose every adapted module is a two-core chain `[[in], [out]]`: ΔW = U V with no mode split,
+    which is LoRA of rank tt_rank (the scale rule aside), not a tensor train."""
+    shapes = args.get("tt_shapes") or {}
+    modules = args.get("modules", default["modules"])
+    return (method == "tt" and args.get("tt_layout", "chain") == "chain" and len(shapes) >= MODULE_COUNT[modules]
+            and all(len(modes[0]) == 1 and len(modes[1]) == 1 for modes in shapes.values()))
+
+
 def collect(results_dir: Path) -> dict[tuple, dict[str, dict]]:
     """{group key: {label: row}}, a row holding its run's name, method, modules, seeds' test rows and parameters."""
     default, groups = defaults(), {}
@@ -87,7 +100,7 @@ def collect(results_dir: Path) -> dict[tuple, dict[str, dict]]:
                 continue
             label, modules, reference = setting(method, args, default)
             row = {"run": path.stem, "method": method, "label": label, "modules": modules, "lr": rows[0]["lr"],
-                   "reference": reference,
+                   "reference": reference, "lora_form": lora_form(method, args, default),
                    "lora_rank": args.get("lora_rank", default["lora_rank"]) if on_lora_curve(method, args, default)
                    else None,
                    "params": rows[0]["adapter_params"], "metric": args["metric"], "budget": budget(args),
@@ -118,7 +131,8 @@ def compare(group: dict[str, dict]) -> list[dict] | None:
                     "diff_std": statistics.pstdev(diffs) if diffs else None})
     for r in out:
         in_budget = not r["reference"] and r["share"] is not None and r["share"] <= BUDGET and r["n"] >= SEEDS
-        r["eligible"], r["lora_in_budget"] = in_budget and r["method"] != "lora", in_budget and r["method"] == "lora"
+        lora_like = r["method"] == "lora" or r["lora_form"]
+        r["eligible"], r["lora_in_budget"] = in_budget and not lora_like, in_budget and lora_like
     best = max((r for r in out if r["eligible"]), key=lambda r: r["diff"], default=None)
     best_lora = max((r for r in out if r["lora_in_budget"]), key=lambda r: r["diff"], default=None)
     for r in out:

@@ -499,6 +499,9 @@ def test_closest_setting_table_pairs_seeds_and_keeps_the_protocol(tmp_path):
         "quality_lora_r4": ({"methods": ["lora"], "lora_rank": 4}, rows("lora", 2e-3, [0.80, 0.81, 0.78], 250)),
         "quality_lora_wd": ({"methods": ["lora"], "lora_rank": 1, "weight_decay": 0.1},
                             rows("lora", 5e-3, [0.795, 0.82, 0.78], 40)),
+        # a two-core chain on value is LoRA's form: with PEFT LoRA inside the budget, never the closest TT setting
+        "quality_two_cores": ({"methods": ["tt"], "modules": "v", "tt_rank": 1, "tt_shapes": {"value": [[8], [8]]}},
+                              rows("tt", 5e-3, [0.80, 0.82, 0.78], 16)),
     }
     for name, (extra, rs) in runs.items():
         run = {"args": {**args, **extra}, "rows": rs}
@@ -509,13 +512,17 @@ def test_closest_setting_table_pairs_seeds_and_keeps_the_protocol(tmp_path):
     by = {r["label"]: r for r in tables}
     assert set(by) == {"lora", "tt", "tt_mpo (mpo_ranks=[4,4,4])", "tt (tt_rank=9)", "tt_stack",
                        "svd_core (svd_rank=16)", 'lora (lora_rank=1, modules="v")', "lora (lora_rank=4)",
-                       "lora (lora_rank=1, weight_decay=0.1)"}
+                       "lora (lora_rank=1, weight_decay=0.1)",
+                       'tt (tt_rank=1, tt_shapes={"value":[[8],[8]]}, modules="v")'}
+    two = by['tt (tt_rank=1, tt_shapes={"value":[[8],[8]]}, modules="v")']
+    assert two["lora_form"] and not by["tt"]["lora_form"] and not by["tt (tt_rank=9)"]["lora_form"]
+    assert two["diff"] == pytest.approx(0.0) and not two["eligible"] and not two["closest"] and two["lora_in_budget"]
     # one of query / value against the query/value reference; LoRA inside the budget is never "closest" (the goal is
     # TT's), the best of it is reported beside
     lora_v, wd = by['lora (lora_rank=1, modules="v")'], by["lora (lora_rank=1, weight_decay=0.1)"]
     assert lora_v["diff"] == pytest.approx(-0.0167, abs=1e-4) and lora_v["share"] == pytest.approx(0.03)
     assert not lora_v["eligible"] and lora_v["lora_in_budget"] and wd["lora_in_budget"]
-    assert wd["best_lora"] and not lora_v["best_lora"]  # -0.0017 beats -0.0167
+    assert two["best_lora"] and not wd["best_lora"] and not lora_v["best_lora"]  # 0.0 beats -0.0017, -0.0167
     curve = ("lora", "lora (lora_rank=4)", 'lora (lora_rank=1, modules="v")')
     assert [by[k]["lora_rank"] for k in curve] == [16, 4, 1]
     assert wd["lora_rank"] is None and by["tt"]["lora_rank"] is None  # off LoRA's curve
@@ -532,8 +539,8 @@ def test_closest_setting_table_pairs_seeds_and_keeps_the_protocol(tmp_path):
     assert [r["label"] for r in tables][:3] == ["tt_stack", "tt (tt_rank=9)", "lora"]  # best difference first
     text = (tmp_path / "c.md").read_text()
     assert ("| sick, tiny-base, 1 ep (accuracy) | 80.00 ± 1.63 | `tt_mpo (mpo_ranks=[4,4,4])` | 44 (4.40%) | "
-            "79.33 ± 2.05 | -0.67 ± 0.47 | yes | 3 / 8 | `lora (lora_rank=1, weight_decay=0.1)`, 4.00%: "
-            "-0.17 ± 0.24 |") in text
+            "79.33 ± 2.05 | -0.67 ± 0.47 | yes | 3 / 9 | `tt (tt_rank=1, tt_shapes={\"value\":[[8],[8]]}, "
+            "modules=\"v\")`, 1.60%: +0.00 ± 0.00 |") in text
     assert (tmp_path / "c.png").stat().st_size > 0 and (tmp_path / "c_frontier.png").stat().st_size > 0
 
 
