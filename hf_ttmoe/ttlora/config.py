@@ -21,6 +21,9 @@ class TTLoRAConfig(AdapterConfig):
             (its full TT rank) is clipped with a warning; one that would give a layer more parameters than its dense
             ΔW is refused (`TTLoRALinear`).
         alpha: ΔW is scaled by `alpha / r`, `r` the rank at the input/output boundary (LoRA's `alpha / r`); > 0.
+            16 suits the default chain (scales 1 to 3.2 train alike on SST-2); a two-core layout `[[in], [out]]` is
+            LoRA's form and trains as LoRA does at alpha = r (at rank 1, alpha 16 cost 1.7 points; see
+            benchmarks/README.md, "The budget on value alone, the two-core chain against LoRA r=1, and the scale").
         tt_shapes: per target module, `[in_modes, out_modes]`, e.g. `{"q_proj": [[16, 8, 4, 4], [4, 4, 8, 16]]}`. A
             key reads as a `target_modules` entry: a last name ("dense") or a path inside the layer
             ("attention.output.dense"), which wins over a last name. Modules no key names are factorized
