@@ -232,7 +232,10 @@ def plot_frontier(tables: list[list[dict]], path: Path) -> None:
             ax.annotate(f"r={r['lora_rank']}" + ("" if r["modules"] == "qv" else f" {r['modules']}"),
                         (r["params"], 100 * r["mean"]), fontsize=6, xytext=(3, -8), textcoords="offset points",
                         color="C1")
-        others = [r for r in rows if r["method"] != "lora"]
+        others = [r for r in rows if r["method"] != "lora" and not r["lora_form"]]
+        two = [r for r in rows if r["lora_form"]]
+        ax.scatter([r["params"] for r in two], [100 * r["mean"] for r in two], marker="D", s=22, facecolors="none",
+                   edgecolors="C1", zorder=3, label="two-core TT chain (LoRA's form)")
         ax.errorbar([r["params"] for r in others], [100 * r["mean"] for r in others],
                     [100 * r["std"] for r in others], color="C0", fmt="o", ms=3, lw=0.8, capsize=2,
                     label="TT settings")
