@@ -83,7 +83,8 @@ def lora_form(method: str, args: dict, default: dict) -> bool:
     which is LoRA of rank tt_rank (the scale rule aside), not a tensor train."""
     shapes = args.get("tt_shapes") or {}
     modules = args.get("modules", default["modules"])
-    return (method == "tt" and args.get("tt_layout", "chain") == "chain" and len(shapes) >= MODULE_COUNT[modules]
+    chain = args.get("tt_layout", default["tt_layout"]) == "chain"
+    return (method == "tt" and chain and len(shapes) >= MODULE_COUNT[modules]
             and all(len(modes[0]) == 1 and len(modes[1]) == 1 for modes in shapes.values()))
 
 
