@@ -305,18 +305,34 @@ def test_router_with_the_group_loss_learns_the_groups():
 
 
 def test_tt_experts_take_the_runs_layout_and_keep_older_keys(pool, tmp_path, monkeypatch):
-    """`tt_layout="stacked", tt_rank=4` reaches the expert train_expert saves, and such experts are keyed apart from
-    the chain's; the chain at rank 5 keeps the key experts had before these were settings (so they are reused)."""
+    """`tt_layout="stacked", tt_rank=4` and `tt_shapes` reach the expert train_expert saves, and such experts are
+    keyed apart from the chain's; the chain at rank 5 keeps the key experts had before these were settings (so they
+    are reused)."""
     from benchmarks.multitask import ttmoe
     from hf_ttmoe import TTLoRAConfig
 
     with pytest.raises(ValueError, match="tt_layout='tree' is not one of"):
         Settings(tt_layout="tree")
+    with pytest.raises(ValueError, match=r"tt_shapes='\{query' is not JSON"):
+        Settings(tt_shapes="{query")
+    with pytest.raises(ValueError, match=r"tt_shapes='\[\]' must be a JSON object"):
+        Settings(tt_shapes="[]")
     stacked = Settings(**{**pool.to_dict(), "tt_layout": "stacked", "tt_rank": 4})
     run = Run("stacked", stacked, results_root=tmp_path / "res", work_root=tmp_path / "work")
     ttmoe.tt_expert(run, "single", 1e-2, 0, tmp_path / "expert")
     config = TTLoRAConfig.from_pretrained(tmp_path / "expert")
     assert (config.layout, config.tt_rank) == ("stacked", 4)
+    four = '{"query": [[16, 24], [24, 16]], "value": [[16, 24], [24, 16]]}'
+    shaped = Settings(**{**pool.to_dict(), "tt_shapes": four})
+    assert shaped.tt_shapes == Settings(tt_shapes=four.replace(" ", "")).tt_shapes  # one spelling, one key
+    ttmoe.tt_expert(Run("shaped", shaped, results_root=tmp_path / "res", work_root=tmp_path / "work"),
+                    "single", 1e-2, 0, tmp_path / "shaped")
+    config = TTLoRAConfig.from_pretrained(tmp_path / "shaped")
+    assert config.tt_shapes == {"query": [[16, 24], [24, 16]], "value": [[16, 24], [24, 16]]}
+    from safetensors import safe_open
+    with safe_open(str(tmp_path / "shaped" / "model.safetensors"), "pt") as f:
+        cores = [f.get_slice(k).get_shape() for k in f.keys() if "layer.0.attention.self.query" in k]
+    assert sorted(cores) == sorted([[1, 16, 5], [5, 24, 5], [5, 24, 5], [5, 16, 1]])  # four cores, not the eight
 
     folders = {}
 
@@ -325,11 +341,13 @@ def test_tt_experts_take_the_runs_layout_and_keep_older_keys(pool, tmp_path, mon
         return {"chosen": 5e-3}, {}
 
     monkeypatch.setattr(ttmoe, "tune", tune)
-    for settings, extra in ((pool, ()), (stacked, ("stacked", 4))):
-        ttmoe.train_experts(Run(f"r{len(extra)}", settings, results_root=tmp_path / "res",
+    names = set()
+    for settings, extra in ((pool, ()), (stacked, ("stacked", 4)), (shaped, (shaped.tt_shapes,))):
+        ttmoe.train_experts(Run(f"r{len(names)}", settings, results_root=tmp_path / "res",
                                 work_root=tmp_path / "work"), seed=0)
         assert folders["single"].name == f"single-{settings.training_key('ttlora', 5e-3, 0, *extra)}"
-    assert pool.training_key("ttlora", 5e-3, 0) != stacked.training_key("ttlora", 5e-3, 0, "stacked", 4)
+        names.add(folders["single"].name)
+    assert len(names) == 3  # three layouts, three keys
 
 
 @pytest.mark.parametrize("router_layer", [0, 1, 2])

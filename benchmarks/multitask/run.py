@@ -22,7 +22,7 @@ from .settings import RESULTS_ROOT, WORK_ROOT, Settings
 
 SETTINGS_FILE = "settings.json"
 # Settings added after runs were saved without them, and the value those runs were made with.
-SETTINGS_BEFORE = {"extend_grid": 0, "tt_layout": "chain", "tt_rank": 5}
+SETTINGS_BEFORE = {"extend_grid": 0, "tt_layout": "chain", "tt_rank": 5, "tt_shapes": ""}
 
 
 def method_stage(seed: int, method: str) -> str:

@@ -50,6 +50,9 @@ class Settings:
     # stacked layout (one train across the layers) at rank 4, 4.3% of LoRA r=16 on MiniLM's query/value.
     tt_layout: str = "chain"
     tt_rank: int = 5
+    # Mode layout per module as JSON (`train_expert --tt_shapes`), e.g. four larger cores on MiniLM's query/value:
+    # '{"query": [[16, 24], [24, 16]], "value": [[16, 24], [24, 16]]}'; "" = the automatic layout.
+    tt_shapes: str = ""
     lora_lrs: list[float] = field(default_factory=lambda: [2e-3, 5e-3, 1e-2])
     af_adapter_lrs: list[float] = field(default_factory=lambda: [1e-3, 3e-3, 1e-2])
     # While a grid's end is strictly best, the next rate past it is tried too, at most this many per side
@@ -79,6 +82,16 @@ class Settings:
                 raise ValueError(f"{name}={getattr(self, name)} must be positive")
         if self.tt_layout not in LAYOUTS:
             raise ValueError(f"tt_layout={self.tt_layout!r} is not one of {LAYOUTS}")
+        if self.tt_shapes:
+            try:
+                shapes = json.loads(self.tt_shapes)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"tt_shapes={self.tt_shapes!r} is not JSON ({e}); expected e.g. "
+                                 '\'{"query": [[16, 24], [24, 16]]}\'') from None
+            if not isinstance(shapes, dict) or not shapes:
+                raise ValueError(f"tt_shapes={self.tt_shapes!r} must be a JSON object of module name -> "
+                                 "[input modes, output modes]")
+            self.tt_shapes = json.dumps(shapes, sort_keys=True, separators=(",", ":"))  # one spelling, one key
         if self.extend_grid < 0:
             raise ValueError(f"extend_grid={self.extend_grid} must be >= 0 (0: the grids as given)")
         for name in ("tt_lrs", "lora_lrs", "af_adapter_lrs"):

@@ -32,7 +32,7 @@ def tt_expert(run: Run, task: str, lr: float, seed: int, out: Path) -> None:
                        "--per_device_eval_batch_size", "64", "--learning_rate", str(lr),
                        "--seed", str(seed), "--report_to", "none", "--save_strategy", "no",
                        "--logging_steps", "10", "--disable_tqdm", "true", "--layout", s.tt_layout,
-                       "--tt_rank", str(s.tt_rank)])
+                       "--tt_rank", str(s.tt_rank), *(["--tt_shapes", s.tt_shapes] if s.tt_shapes else [])])
 
 
 def read_record(out: Path) -> dict:
@@ -46,8 +46,9 @@ def train_experts(run: Run, seed: int) -> tuple[dict[str, Path], dict[str, dict]
     results.json); the task keeps the best on validation rows (`lr_grid`). Returns the chosen experts, the choices,
     and the training seconds of every expert of the grid."""
     s = run.settings
-    # experts trained before the layout and rank were settings keep their keys (chain, rank 5)
+    # experts trained before the layout, rank and shapes were settings keep their keys (chain, rank 5, automatic)
     layout = () if (s.tt_layout, s.tt_rank) == ("chain", 5) else (s.tt_layout, s.tt_rank)
+    layout += (s.tt_shapes,) if s.tt_shapes else ()
 
     def folder(task: str, lr: float) -> Path:
         return run.expert_dir("ttlora", task, s.training_key("ttlora", lr, seed, *layout))
