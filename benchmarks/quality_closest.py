@@ -26,6 +26,7 @@ adapter parameters (log scale), LoRA's ranks joined by a line, the 5% budget and
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 from pathlib import Path
@@ -48,7 +49,23 @@ RECIPE = ("modules", "warmup", "weight_decay", "head_lr", "zero_core_lr_ratio", 
 BUDGET = 0.05  # of the reference's adapter parameters
 SEEDS = 3
 QV_PARTS = ("q", "v")  # module sets inside the goal's query/value, compared with its reference
-MODULE_COUNT = {"qv": 2, "q": 1, "v": 1, "all": 6}  # module names each `--modules` set adapts in a layer
+MODULE_COUNT = {"qv": 2, "q": 1, "v": 1}  # module names each `--modules` set adapts in a layer; "all": per base
+
+
+@functools.cache
+def linears_per_layer(base_model: str, gguf_file: str | None = None) -> int:
+    """How many linears `--modules all` adapts in a layer of `base_model` (MiniLM 6, SmolLM2's Llama layers 7): its
+    architecture built from its config on the meta device, nothing loaded."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    from hf_ttmoe.adapter import resolve_base_model
+    from hf_ttmoe.architectures import layer_linears, path_in_layer
+
+    path, gguf_file = resolve_base_model(base_model, gguf_file)
+    with torch.device("meta"):
+        model = AutoModel.from_config(AutoConfig.from_pretrained(path, gguf_file=gguf_file))
+    return len({path_in_layer(name) for name in layer_linears(model)})
 
 
 def defaults() -> dict:
@@ -84,8 +101,12 @@ def lora_form(method: str, args: dict, default: dict) -> bool:
     shapes = args.get("tt_shapes") or {}
     modules = args.get("modules", default["modules"])
     chain = args.get("tt_layout", default["tt_layout"]) == "chain"
-    return (method == "tt" and chain and len(shapes) >= MODULE_COUNT[modules]
-            and all(len(modes[0]) == 1 and len(modes[1]) == 1 for modes in shapes.values()))
+    if not (method == "tt" and chain and shapes
+            and all(len(modes[0]) == 1 and len(modes[1]) == 1 for modes in shapes.values())):
+        return False
+    count = MODULE_COUNT.get(modules) or linears_per_layer(args.get("base_model", default["base_model"]),
+                                                         args.get("gguf_file", default["gguf_file"]))
+    return len(shapes) >= count
 
 
 def collect(results_dir: Path) -> dict[tuple, dict[str, dict]]:

@@ -552,6 +552,27 @@ def kept(grad, v) -> float:
     return ((grad.double() @ q).norm() / grad.norm()).item()
 
 
+def test_lora_form_needs_every_linear_of_the_bases_layers(tmp_path):
+    """`--modules all` with a two-core chain on every linear is LoRA's form; one linear left to the automatic layout
+    is a tensor train. The count is the base's: six linears in a BERT layer, seven in a Llama layer."""
+    from conftest import tiny_base
+
+    from benchmarks.quality_closest import MODULE_COUNT, defaults, lora_form
+
+    default = defaults()
+    for kind, names in (("bert", ["query", "key", "value", "attention.output.dense", "intermediate.dense",
+                                  "output.dense"]),
+                        ("llama", ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])):
+        tiny_base(kind, num_labels=2).save_pretrained(tmp_path / kind)
+        run = {"modules": "all", "base_model": str(tmp_path / kind), "tt_rank": 1}
+        every = {name: [[8], [8]] for name in names}
+        assert lora_form("tt", {**run, "tt_shapes": every}, default)
+        assert not lora_form("tt", {**run, "tt_shapes": dict(list(every.items())[:-1])}, default)
+        assert not lora_form("tt", {**run, "tt_shapes": {**every, names[0]: [[4, 2], [8]]}}, default)
+        assert not lora_form("tt_stack", {**run, "tt_shapes": every}, default)
+    assert "all" not in MODULE_COUNT  # counted per base, never assumed
+
+
 def test_gradient_init_aligns_the_cores_with_the_weights_gradient():
     """`--tt_init gradient`: ΔW stays 0, the base weights stay frozen and unchanged, and every core but the last is the
     TT-SVD of the weight's gradient on the given rows (scaled), computed here apart with plain autograd; so the input

@@ -317,6 +317,10 @@ def test_tt_experts_take_the_runs_layout_and_keep_older_keys(pool, tmp_path, mon
         Settings(tt_shapes="{query")
     with pytest.raises(ValueError, match=r"tt_shapes='\[\]' must be a JSON object"):
         Settings(tt_shapes="[]")
+    with pytest.raises(ValueError, match=r"tt_shapes\['query'\]=\[16, 24\] must be \[in_modes, out_modes\]"):
+        Settings(tt_shapes='{"query": [16, 24]}')
+    with pytest.raises(ValueError, match=r"tt_shapes\['query'\]=.* with layout='stacked'"):
+        Settings(tt_layout="stacked", tt_shapes='{"query": [[16, 24], [24, 16]]}')
     stacked = Settings(**{**pool.to_dict(), "tt_layout": "stacked", "tt_rank": 4})
     run = Run("stacked", stacked, results_root=tmp_path / "res", work_root=tmp_path / "work")
     ttmoe.tt_expert(run, "single", 1e-2, 0, tmp_path / "expert")

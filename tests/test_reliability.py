@@ -243,6 +243,13 @@ CONFIG_ERRORS = [  # (config class, kwargs, what the error must say)
     (TTLoRAConfig, {"layers_to_transform": [0, 1.5]}, r"layers_to_transform=\[0, 1.5\] must be None"),
     (TTLoRAConfig, {"layers_to_transform": ["0"]}, r"layers_to_transform=\['0'\] must be None"),
     (TTLoRAConfig, {"tt_shapes": [[4, 8], [8, 4]]}, r"tt_shapes=\[\[4, 8\], \[8, 4\]\] must be a dict"),
+    (TTLoRAConfig, {"tt_shapes": {"query": [4, 8]}}, r"tt_shapes\['query'\]=\[4, 8\] must be \[in_modes, out_modes\], "
+                                                       r"two non-empty lists of positive ints"),
+    (TTLoRAConfig, {"tt_shapes": {"query": [[4, 8.5], [8, 4]]}}, r"tt_shapes\['query'\]=\[\[4, 8.5\], \[8, 4\]\]"),
+    (TTLoRAConfig, {"tt_shapes": {"query": [[4, "8"], [8, 4]]}}, r"tt_shapes\['query'\]=\[\[4, '8'\], \[8, 4\]\]"),
+    (TTLoRAConfig, {"tt_shapes": {"query": [[], [32]]}}, r"tt_shapes\['query'\]=\[\[\], \[32\]\] must"),
+    (TTLoRAConfig, {"tt_shapes": {"query": [[0, 32], [32]]}}, r"tt_shapes\['query'\]=\[\[0, 32\], \[32\]\] must"),
+    (TTLoRAConfig, {"tt_shapes": {"query": [[True, 32], [32]]}}, r"tt_shapes\['query'\]=\[\[True, 32\], \[32\]\]"),
     (TTLoRAConfig, {"base_model_name_or_path": 3}, r"base_model_name_or_path=3 must be a Hub id"),
 ]
 

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hf_ttmoe import DEFAULT_BASE_MODEL
+from hf_ttmoe import DEFAULT_BASE_MODEL, TTLoRAConfig
 from hf_ttmoe.data import EMBEDDED_TASKS, GLUE_TASKS
 from hf_ttmoe.ttlora.stacked import LAYOUTS
 
@@ -91,6 +91,9 @@ class Settings:
             if not isinstance(shapes, dict) or not shapes:
                 raise ValueError(f"tt_shapes={self.tt_shapes!r} must be a JSON object of module name -> "
                                  "[input modes, output modes]")
+            # each layout's form and its fit with the layout, as the experts' config will check it (the modes'
+            # products are checked against the base's linears when the first expert is built)
+            shapes = TTLoRAConfig(tt_rank=self.tt_rank, tt_shapes=shapes, layout=self.tt_layout).tt_shapes
             self.tt_shapes = json.dumps(shapes, sort_keys=True, separators=(",", ":"))  # one spelling, one key
         if self.extend_grid < 0:
             raise ValueError(f"extend_grid={self.extend_grid} must be >= 0 (0: the grids as given)")

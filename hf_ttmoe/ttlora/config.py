@@ -70,8 +70,15 @@ class TTLoRAConfig(AdapterConfig):
         if self.tt_shapes is not None and not isinstance(self.tt_shapes, dict):
             raise ValueError(f"tt_shapes={self.tt_shapes!r} must be a dict {{module name: [in_modes, out_modes]}}.")
         for name, shape in (self.tt_shapes or {}).items():
-            if not (isinstance(shape, (list, tuple)) and len(shape) == 2):
-                raise ValueError(f"tt_shapes[{name!r}]={shape!r} must be [in_modes, out_modes].")
+            if not (isinstance(shape, (list, tuple)) and len(shape) == 2 and all(
+                    isinstance(modes, (list, tuple)) and modes and all(
+                        isinstance(m, numbers.Integral) and not isinstance(m, bool) and m >= 1 for m in modes)
+                    for modes in shape)):
+                raise ValueError(f"tt_shapes[{name!r}]={shape!r} must be [in_modes, out_modes], two non-empty lists "
+                                 "of positive ints, e.g. [[16, 24], [24, 16]].")
+        if self.tt_shapes is not None:
+            self.tt_shapes = {name: [[int(m) for m in modes] for modes in shape]
+                              for name, shape in self.tt_shapes.items()}
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout={self.layout!r} is not one of {LAYOUTS}.")
         if self.layout == "stacked":
