@@ -123,7 +123,7 @@ class AdapterConfig(PreTrainedConfig):
             self.target_modules = [self.target_modules]
         self.layers_to_transform = _layer_indices(self.layers_to_transform)
         num_labels = kwargs.get("num_labels")
-        if num_labels is not None and not _is_int(num_labels, minimum=1):
+        if num_labels is not None and not is_int(num_labels, minimum=1):
             raise ValueError(f"num_labels={num_labels!r} must be an int >= 1 (the number of classes of the head).")
         super().__post_init__(**kwargs)
         if self.task_type == "seq_cls" and not self.num_labels:
@@ -131,7 +131,7 @@ class AdapterConfig(PreTrainedConfig):
                              "least 1 label.")
 
 
-def _is_int(value, minimum: int) -> bool:
+def is_int(value, minimum: int) -> bool:
     """True for an int (not a bool) >= `minimum`."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
 
@@ -141,7 +141,7 @@ def _layer_indices(layers) -> list[int] | None:
     if layers is None:
         return None
     indices = [layers] if isinstance(layers, numbers.Integral) else layers
-    if not isinstance(indices, (list, tuple)) or not all(_is_int(i, minimum=0) for i in indices):
+    if not isinstance(indices, (list, tuple)) or not all(is_int(i, minimum=0) for i in indices):
         raise ValueError(f"layers_to_transform={layers!r} must be None (all layers) or a list of layer indices >= 0.")
     return [int(i) for i in indices]
 

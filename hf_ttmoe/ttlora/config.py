@@ -6,7 +6,7 @@ import math
 import numbers
 from dataclasses import field
 
-from ..adapter import AdapterConfig
+from ..adapter import AdapterConfig, is_int
 from ..tt import INIT_METHODS
 from .stacked import LAYOUTS
 
@@ -59,7 +59,7 @@ class TTLoRAConfig(AdapterConfig):
         if self.init not in INIT_METHODS:
             raise ValueError(f"init={self.init!r} is not one of {INIT_METHODS}.")
         ranks = list(self.tt_rank) if isinstance(self.tt_rank, (list, tuple)) else [self.tt_rank]
-        if not ranks or any(not isinstance(r, numbers.Integral) or isinstance(r, bool) or r < 1 for r in ranks):
+        if not ranks or not all(is_int(r, minimum=1) for r in ranks):
             raise ValueError(f"tt_rank={self.tt_rank!r} must be a positive int or a list of positive ints.")
         self.tt_rank = [int(r) for r in ranks] if isinstance(self.tt_rank, (list, tuple)) else int(self.tt_rank)
         alpha = self.alpha
@@ -71,8 +71,7 @@ class TTLoRAConfig(AdapterConfig):
             raise ValueError(f"tt_shapes={self.tt_shapes!r} must be a dict {{module name: [in_modes, out_modes]}}.")
         for name, shape in (self.tt_shapes or {}).items():
             if not (isinstance(shape, (list, tuple)) and len(shape) == 2 and all(
-                    isinstance(modes, (list, tuple)) and modes and all(
-                        isinstance(m, numbers.Integral) and not isinstance(m, bool) and m >= 1 for m in modes)
+                    isinstance(modes, (list, tuple)) and modes and all(is_int(m, minimum=1) for m in modes)
                     for modes in shape)):
                 raise ValueError(f"tt_shapes[{name!r}]={shape!r} must be [in_modes, out_modes], two non-empty lists "
                                  "of positive ints, e.g. [[16, 24], [24, 16]].")
