@@ -3,13 +3,13 @@
     python -m benchmarks.quality_closest --name quality_closest
 
 Reads every `bench_quality` result (`benchmarks/results/quality_*.json`) and groups its runs by what makes their test
-rows comparable (`COMPARABLE`: task, base, rows, budget, the metric that chose the rate). A group's reference is PEFT
-LoRA r=16 with the recipe's defaults on the same modules; every TT method (`tt`, `tt_stack`, `tt_mpo`, and `svd_core`,
-a three-core train whose outer cores are the frozen weight's singular bases) and every other LoRA setting of the group
-is a row, named by its method and the arguments it sets away from `bench_quality`'s defaults. A row counts only if its
-run followed the protocol: the rate chosen on seed 0's dev score (`final_rows`), so the runs of seeds 1-2 at a rate
-the protocol did not choose are left out. The same setting run twice (a rerun with `--by_length`) is read once: the
-run with the most seeds, then the first by name.
+rows comparable (`COMPARABLE`: task, base, rows, budget, batching, the metric that chose the rate). A group's reference
+is PEFT LoRA r=16 with the recipe's defaults on the same modules; every TT method (`tt`, `tt_stack`, `tt_mpo`, and
+`svd_core`, a three-core train whose outer cores are the frozen weight's singular bases) and every other LoRA setting
+of the group is a row, named by its method and the arguments it sets away from `bench_quality`'s defaults. A row counts
+only if its run followed the protocol: the rate chosen on seed 0's dev score (`final_rows`), so the runs of seeds 1-2
+at a rate the protocol did not choose are left out. The same setting run twice (a rerun with `--by_length`) is read
+once: the run with the most seeds, then the first by name.
 
 The difference to LoRA r=16 is paired by seed over the seeds both have. "Closest" is the best mean difference among
 the settings with every seed of the protocol (3) at ≤ 5% of the reference's adapter parameters. A setting on only
@@ -36,8 +36,11 @@ from benchmarks.common import RESULTS
 from benchmarks.quality_summary import METRIC_NAMES, budget, final_rows
 
 # What makes two runs' test rows comparable; with early stopping the fixed budget does not apply, and the reverse.
+# Batches grouped by length are part of the budget too (the convergence runs use them to save padding), so such a
+# group has its own LoRA r=16 reference run the same way.
 COMPARABLE = ("task", "base_model", "gguf_file", "metric", "max_train_samples", "max_dev_samples", "max_test_samples",
-              "max_length", "batch_size", "epochs", "early_stopping", "eval_steps", "max_epochs", "stop_on")
+              "max_length", "batch_size", "group_by_length", "epochs", "early_stopping", "eval_steps", "max_epochs",
+              "stop_on")
 EARLY_STOPPING_ONLY = ("eval_steps", "max_epochs", "stop_on")
 # The arguments that make a setting, per method, and the training recipe every method shares.
 SETTING = {"tt": ("tt_rank", "tt_layout", "tt_shapes", "tt_alpha", "tt_init"),
@@ -45,7 +48,7 @@ SETTING = {"tt": ("tt_rank", "tt_layout", "tt_shapes", "tt_alpha", "tt_init"),
            "tt_mpo": ("mpo_modes", "mpo_ranks", "mpo_shapes", "tt_alpha"),
            "svd_core": ("svd_rank", "tt_alpha"),
            "lora": ("lora_rank",)}
-RECIPE = ("modules", "warmup", "weight_decay", "head_lr", "zero_core_lr_ratio", "pooling", "group_by_length")
+RECIPE = ("modules", "warmup", "weight_decay", "head_lr", "zero_core_lr_ratio", "pooling")
 BUDGET = 0.05  # of the reference's adapter parameters
 SEEDS = 3
 QV_PARTS = ("q", "v")  # module sets inside the goal's query/value, compared with its reference
@@ -125,7 +128,8 @@ def collect(results_dir: Path) -> dict[tuple, dict[str, dict]]:
                    "reference": reference, "lora_form": lora_form(method, args, default),
                    "lora_rank": args.get("lora_rank", default["lora_rank"]) if on_lora_curve(method, args, default)
                    else None,
-                   "params": rows[0]["adapter_params"], "metric": args["metric"], "budget": budget(args),
+                   "params": rows[0]["adapter_params"], "metric": args["metric"],
+                   "budget": budget(args) + (", by length" if args.get("group_by_length") else ""),
                    "base": args.get("base_model", default["base_model"]).split("/")[-1], "task": args["task"],
                    "test": {r["seed"]: r[f"test_{args['metric']}"] for r in rows}}
             group = groups.setdefault(group_key(args, default), {})

@@ -544,6 +544,35 @@ def test_closest_setting_table_pairs_seeds_and_keeps_the_protocol(tmp_path):
     assert (tmp_path / "c.png").stat().st_size > 0 and (tmp_path / "c_frontier.png").stat().st_size > 0
 
 
+def test_closest_groups_runs_batched_by_length_with_their_own_reference(tmp_path):
+    """Runs with batches grouped by length (the convergence runs) are compared with a LoRA r=16 reference batched the
+    same way, never with one batched at random; the group's title says so."""
+    import json
+
+    from benchmarks import quality_closest
+
+    base = {"task": "rte", "metric": "accuracy", "seeds": [0, 1, 2], "base_model": "org/tiny-base",
+            "early_stopping": 10, "eval_steps": 50, "max_epochs": 10.0}
+    runs = {"quality_lora": ({}, "lora", [0.60, 0.58, 0.59], 1000),
+            "quality_tt": ({}, "tt", [0.55, 0.54, 0.56], 50),
+            "quality_lora_bl": ({"group_by_length": True}, "lora", [0.57, 0.61, 0.60], 1000),
+            "quality_tt_bl": ({"group_by_length": True}, "tt", [0.58, 0.60, 0.57], 50)}
+    for name, (extra, method, tests, params) in runs.items():
+        rows = [{"method": method, "lr": 1e-3, "seed": s, "dev_accuracy": 0.5, "test_accuracy": t,
+                 "adapter_params": params} for s, t in enumerate(tests)]
+        run = {"args": {**base, **extra, "methods": [method]}, "rows": rows, "chosen_lr": {method: 1e-3}}
+        (tmp_path / f"{name}.json").write_text(json.dumps(run))
+    tables = quality_closest.main(["--name", "c"], tmp_path)
+    by_run = {r["run"]: r for rows in tables for r in rows}
+    assert len(tables) == 2 and by_run["quality_lora_bl"]["reference"] and by_run["quality_lora"]["reference"]
+    assert by_run["quality_tt_bl"]["label"] == "tt" and by_run["quality_tt_bl"]["closest"]
+    assert by_run["quality_tt_bl"]["diff"] == pytest.approx(-0.01)  # against quality_lora_bl, paired by seed
+    assert by_run["quality_tt"]["diff"] == pytest.approx(-0.04)
+    assert by_run["quality_tt_bl"]["budget"] == "ES 10x50, ≤10 ep, by length"
+    assert "| rte, tiny-base, ES 10x50, ≤10 ep, by length (accuracy) | 59.33 ± 1.70 | `tt` |" in (
+        tmp_path / "c.md").read_text()
+
+
 def kept(grad, v) -> float:
     """The share of ‖G‖ left after projecting G's rows on the row space of `v`."""
     import torch
