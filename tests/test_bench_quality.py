@@ -538,7 +538,9 @@ def test_closest_setting_table_pairs_seeds_and_keeps_the_protocol(tmp_path):
     assert not by["tt_stack"]["eligible"] and by["tt_stack"]["n"] == 1  # one seed, though ahead
     assert [r["label"] for r in tables][:3] == ["tt_stack", "tt (tt_rank=9)", "lora"]  # best difference first
     text = (tmp_path / "c.md").read_text()
-    assert ("| sick, tiny-base, 1 ep (accuracy) | 80.00 ± 1.63 | `tt_mpo (mpo_ranks=[4,4,4])` | 44 (4.40%) | "
+    # the default chain beside the closest setting: its test, share and paired difference (-0.05, -0.05, -0.02)
+    assert ("| sick, tiny-base, 1 ep (accuracy) | 80.00 ± 1.63 | 76.00 ± 0.82 (5.00%): -4.00 ± 1.41 | "
+            "`tt_mpo (mpo_ranks=[4,4,4])` | 44 (4.40%) | "
             "79.33 ± 2.05 | -0.67 ± 0.47 | yes | 3 / 9 | `tt (tt_rank=1, tt_shapes={\"value\":[[8],[8]]}, "
             "modules=\"v\")`, 1.60%: +0.00 ± 0.00 |") in text
     assert (tmp_path / "c.png").stat().st_size > 0 and (tmp_path / "c_frontier.png").stat().st_size > 0
@@ -569,8 +571,20 @@ def test_closest_groups_runs_batched_by_length_with_their_own_reference(tmp_path
     assert by_run["quality_tt_bl"]["diff"] == pytest.approx(-0.01)  # against quality_lora_bl, paired by seed
     assert by_run["quality_tt"]["diff"] == pytest.approx(-0.04)
     assert by_run["quality_tt_bl"]["budget"] == "ES 10x50, ≤10 ep, by length"
-    assert "| rte, tiny-base, ES 10x50, ≤10 ep, by length (accuracy) | 59.33 ± 1.70 | `tt` |" in (
-        tmp_path / "c.md").read_text()
+    assert ("| rte, tiny-base, ES 10x50, ≤10 ep, by length (accuracy) | 59.33 ± 1.70 | 58.33 ± 1.25 (5.00%): "
+            "-1.00 ± 1.63 | `tt` |") in (tmp_path / "c.md").read_text()
+
+
+def test_closest_summary_names_the_default_chain_or_says_it_was_not_run():
+    """The summary's default-chain cell: the `tt` row on query/value only (not a `tt` setting on value), its seed
+    count when short of the protocol's 3, and "—" for a group that never ran it."""
+    from benchmarks.quality_closest import default_chain
+
+    chain = {"label": "tt", "modules": "qv", "mean": 0.5, "std": 0.0, "n": 1, "share": 0.0496, "diff": -0.1,
+             "diff_std": 0.0}
+    on_v = {**chain, "label": 'tt (modules="v")', "modules": "v", "n": 3}
+    assert default_chain([on_v, chain]) == "50.00 ± 0.00 (4.96%, 1 seed): -10.00 ± 0.00"
+    assert default_chain([on_v]) == "—"
 
 
 def kept(grad, v) -> float:
