@@ -69,7 +69,8 @@ def parse_arguments(dataclass_types: tuple, argv: list[str] | None, learning_rat
 
 def compute_metrics(eval_pred) -> dict[str, float]:
     """Accuracy, F1 (binary F1 of class 1 for two labels, else macro), macro-F1 and Matthews correlation, with
-    sklearn."""
+    sklearn; and `predicted_class_share`, the share of rows predicted as the most predicted class (1.0: one class
+    for every row, which `trainer_callbacks.OneClassWarningCallback` warns of)."""
     logits, labels = eval_pred
     logits = logits[0] if isinstance(logits, tuple) else logits
     preds = np.asarray(logits).argmax(-1)
@@ -79,6 +80,7 @@ def compute_metrics(eval_pred) -> dict[str, float]:
         "f1": float(f1_score(labels, preds, average="binary" if binary else "macro", zero_division=0)),
         "macro_f1": float(f1_score(labels, preds, average="macro", zero_division=0)),
         "mcc": float(matthews_corrcoef(labels, preds)),  # CoLA's metric
+        "predicted_class_share": float(np.bincount(preds).max() / len(preds)) if len(preds) else 0.0,
     }
 
 

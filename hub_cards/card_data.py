@@ -19,8 +19,9 @@ from huggingface_hub import CardData, EvalResult, ModelCardData
 LIBRARY_NAME = "hf_ttmoe"
 PIPELINE_TAGS = {"seq_cls": "text-classification", "causal_lm": "text-generation"}
 _HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
-# Trainer metrics that describe speed or bookkeeping, not the model's quality
-_NOT_QUALITY = ("runtime", "samples_per_second", "steps_per_second", "epoch", "step")
+# Trainer metrics that describe speed, bookkeeping or a diagnostic (`compute_metrics`' share of the most predicted
+# class), not the model's quality
+_NOT_QUALITY = ("runtime", "samples_per_second", "steps_per_second", "epoch", "step", "predicted_class_share")
 
 
 def is_hub_id(name: str | None) -> bool:

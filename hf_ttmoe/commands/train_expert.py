@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from hf_ttmoe import DEFAULT_BASE_MODEL, TTLoRAConfig, TTLoRAModel, load_tokenizer
 from hf_ttmoe.training import DataArguments, load_tokenized, parse_arguments, train_and_evaluate
 from hf_ttmoe.tt import INIT_METHODS
+from trainer_callbacks import OneClassWarningCallback, one_class_note
 
 DEFAULT_LEARNING_RATE = 5e-3  # chosen on dev rows (benchmarks/README.md); --learning_rate overrides it
 
@@ -70,9 +71,9 @@ def main(argv: list[str] | None = None) -> dict:
     counts = model.num_parameters_by_kind()
     print(f"TT-LoRA expert for {data_args.task!r}: {counts['adapter']:,} TT-core parameters, {counts['head']:,} head, "
           f"{counts['frozen']:,} frozen")
-    results = train_and_evaluate(model, tokenizer, splits, training_args)
+    results = train_and_evaluate(model, tokenizer, splits, training_args, callbacks=[OneClassWarningCallback()])
     print(f"{data_args.task}: test accuracy {results['test_accuracy']:.4f}, F1 {results['test_f1']:.4f} "
-          f"(saved to {training_args.output_dir})")
+          f"(saved to {training_args.output_dir}){one_class_note(results)}")
     return results
 
 

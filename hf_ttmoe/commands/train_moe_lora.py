@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from hf_ttmoe import DEFAULT_BASE_MODEL, DenseMoELoRAConfig, DenseMoELoRAModel, load_tokenizer
 from hf_ttmoe.training import DataArguments, load_tokenized, parse_arguments, train_and_evaluate
-from trainer_callbacks import BalanceLossCallback
+from trainer_callbacks import BalanceLossCallback, OneClassWarningCallback, one_class_note
 
 DEFAULT_LEARNING_RATE = 1e-3  # chosen on dev rows (benchmarks/README.md); --learning_rate overrides it
 
@@ -63,9 +63,9 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"Dense MoE-LoRA for {data_args.task!r}: {counts['adapter']:,} expert+gate parameters, "
           f"{counts['head']:,} head, {counts['frozen']:,} frozen")
     results = train_and_evaluate(model, tokenizer, splits, training_args,
-                                 callbacks=[BalanceLossCallback(moe_args.balance_schedule)])
+                                 callbacks=[BalanceLossCallback(moe_args.balance_schedule), OneClassWarningCallback()])
     print(f"{data_args.task}: test accuracy {results['test_accuracy']:.4f}, F1 {results['test_f1']:.4f}, "
-          f"macro-F1 {results['test_macro_f1']:.4f} (saved to {training_args.output_dir})")
+          f"macro-F1 {results['test_macro_f1']:.4f} (saved to {training_args.output_dir}){one_class_note(results)}")
     return results
 
 
