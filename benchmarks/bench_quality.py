@@ -272,6 +272,19 @@ def param_groups(model, lr: float, args) -> list[dict] | None:
     return [g for g in groups if g["params"]]
 
 
+def make_optimizer(model, lr: float, args) -> torch.optim.Optimizer | None:
+    """AdamW as Trainer builds it, over `param_groups` when a rate differs, or around `create_riemannian_optimizer`
+    with `--tt_precondition`; None when Trainer's own does."""
+    groups = param_groups(model, lr, args)
+    if args.tt_precondition is not None:
+        from hf_ttmoe import create_riemannian_optimizer
+
+        return create_riemannian_optimizer(model, torch.optim.AdamW, lr=lr, reg=args.tt_precondition,
+                                           mode=args.tt_precondition_mode, params=groups,
+                                           weight_decay=args.weight_decay)
+    return torch.optim.AdamW(groups, weight_decay=args.weight_decay) if groups else None
+
+
 def train_one(method: str, lr: float, seed: int, args, splits, label_names, tokenizer) -> dict:
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
@@ -293,8 +306,7 @@ def train_one(method: str, lr: float, seed: int, args, splits, label_names, toke
         per_device_eval_batch_size=128, report_to=[], use_cpu=args.device == "cpu", seed=seed, logging_steps=50,
         warmup_steps=args.warmup, weight_decay=args.weight_decay, disable_tqdm=True,
         train_sampling_strategy="group_by_length" if args.group_by_length else "random", **budget)
-    groups = param_groups(model, lr, args)
-    optimizer = torch.optim.AdamW(groups, weight_decay=args.weight_decay) if groups else None  # as Trainer builds it
+    optimizer = make_optimizer(model, lr, args)
     trainer = Trainer(model=model, args=training_args, train_dataset=splits["train"],
                       eval_dataset=splits["validation"], data_collator=DataCollatorWithPadding(tokenizer),
                       compute_metrics=compute_metrics, callbacks=callbacks, optimizers=(optimizer, None))
@@ -442,6 +454,12 @@ def arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--zero_core_lr_ratio", type=float, default=1.0,
                         help="tt: the zero-initialised last core trains at this multiple of the lr (LoRA+'s rule for "
                         "LoRA's B, Hayou et al. 2024)")
+    parser.add_argument("--tt_precondition", type=float, metavar="REG",
+                        help="tt: step the cores in their train's scaled metric (hf_ttmoe.create_riemannian_optimizer "
+                        "around AdamW, damping REG; the TT form of Riemannian preconditioned LoRA)")
+    parser.add_argument("--tt_precondition_mode", default="gradient", choices=["gradient", "gauge"],
+                        help="with --tt_precondition: precondition the gradient (PEFT's form), or run AdamW in the "
+                        "train's orthonormal gauge (see create_riemannian_optimizer)")
     parser.add_argument("--pooling", default="model", choices=["model", "mean"],
                         help="model: the base's own head input (BERT: pooler over [CLS]); mean: masked mean of the "
                         "last hidden states (BERT encoders)")
@@ -473,6 +491,9 @@ def main() -> None:
         parser.error(f"--tt_init {args.tt_init} applies to chains; --tt_layout stacked draws its own cores.")
     if args.zero_core_lr_ratio != 1 and (args.tt_layout == "stacked" or args.methods != ["tt"]):
         parser.error(f"--zero_core_lr_ratio {args.zero_core_lr_ratio} applies to the tt method's chains alone; "
+                     f"got --methods {' '.join(args.methods)} --tt_layout {args.tt_layout}.")
+    if args.tt_precondition is not None and (args.tt_layout == "stacked" or args.methods != ["tt"]):
+        parser.error(f"--tt_precondition {args.tt_precondition} applies to the tt method's chains alone; "
                      f"got --methods {' '.join(args.methods)} --tt_layout {args.tt_layout}.")
     if args.threads:
         torch.set_num_threads(args.threads)

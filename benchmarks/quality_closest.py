@@ -48,7 +48,8 @@ SETTING = {"tt": ("tt_rank", "tt_layout", "tt_shapes", "tt_alpha", "tt_init"),
            "tt_mpo": ("mpo_modes", "mpo_ranks", "mpo_shapes", "tt_alpha"),
            "svd_core": ("svd_rank", "tt_alpha"),
            "lora": ("lora_rank",)}
-RECIPE = ("modules", "warmup", "weight_decay", "head_lr", "zero_core_lr_ratio", "pooling")
+RECIPE = ("modules", "warmup", "weight_decay", "head_lr", "zero_core_lr_ratio", "tt_precondition",
+          "tt_precondition_mode", "pooling")
 BUDGET = 0.05  # of the reference's adapter parameters
 SEEDS = 3
 QV_PARTS = ("q", "v")  # module sets inside the goal's query/value, compared with its reference

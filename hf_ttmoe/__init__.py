@@ -9,7 +9,7 @@ from .data import EMBEDDED_TASKS, load_files, load_task, mixed_tasks, tokenize_t
 from .hub import push_experts
 from .moe_lora import DenseMoELoRAConfig, DenseMoELoRALinear, DenseMoELoRAModel, DenseMoELoRAOutput
 from .saved_model import SavedModel
-from .ttlora import TTLoRAConfig, TTLoRALinear, TTLoRAModel
+from .ttlora import TTLoRAConfig, TTLoRALinear, TTLoRAModel, create_riemannian_optimizer
 from .ttlora_moe import Router, TTLoRAMoEConfig, TTLoRAMoEModel, TTLoRAMoEOutput
 
 for _config, _model in (
@@ -43,6 +43,7 @@ __all__ = [
     "TTLoRAMoEOutput",
     "TTLoRAModel",
     "__version__",
+    "create_riemannian_optimizer",
     "hub",
     "io",
     "load_base_model",

@@ -36,6 +36,8 @@ __all__ = [
     "tt_to_matrix",
     "tt_contract",
     "tt_svd",
+    "tt_interface_grams",
+    "tt_precondition",
 ]
 
 MODE_SIZE = 8  # `factorize` aims for modes of about this size
@@ -354,3 +356,56 @@ def tt_svd(
         full[: core.shape[0], :, : core.shape[2]] = core
         padded.append(full)
     return padded
+
+
+def tt_interface_grams(cores: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The Gram matrices of each core's two interfaces: `L_j = X_{<j}ᵀ X_{<j}: (r_{j-1}, r_{j-1})` and
+    `R_j = X_{>j} X_{>j}ᵀ: (r_j, r_j)`, where `X_{<j}: (n_1·…·n_{j-1}, r_{j-1})` contracts the cores before `j` and
+    `X_{>j}: (r_j, n_{j+1}·…·n_N)` the cores after it (`L_1 = R_N = [[1]]`).
+
+    Built by the recursions `L_{j+1} = Σ_n G_j[:, n, :]ᵀ L_j G_j[:, n, :]` and `R_{j-1} = Σ_n G_j[:, n, :] R_j
+    G_j[:, n, :]ᵀ`, O(N·n·r³) flops: the interfaces themselves are never formed. Cores with leading batch dimensions
+    `(..., r, n, s)` (chains of one layout, stacked) give stacked Grams `(..., r, r)`.
+    """
+    one = cores[0].new_ones(*cores[0].shape[:-3], 1, 1)
+    left, right = [one], [one]
+    for core in cores[:-1]:
+        left.append(torch.einsum("...ab,...anc,...bnd->...cd", left[-1], core, core))  # (..., r_j, r_j)
+    for core in reversed(cores[1:]):
+        right.append(torch.einsum("...cd,...anc,...bnd->...ab", right[-1], core, core))  # (..., r_{j-1}, r_{j-1})
+    return left, right[::-1]
+
+
+def tt_precondition(
+    cores: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], reg: float, power: float = 1.0
+) -> list[torch.Tensor]:
+    """Each core's gradient in the scaled (Riemannian) metric of the train: `(L_j + reg·I)^-p ×₁ ∂G_j ×₃ (R_j +
+    reg·I)^-p`, with `L_j`, `R_j` from `tt_interface_grams` and `p = power`.
+
+    With `power=1`, the TT form of the LoRA preconditioner of Zhang & Pilanci (2024, "Riemannian Preconditioned
+    LoRA"; PEFT's `create_riemannian_optimizer`) and of ScaledGD for tensor trains (Qin, Wang, Tong & Chi 2024). A
+    chain is linear in each core, `vec ΔW = (X_{<j} ⊗ I ⊗ X_{>j}ᵀ) vec G_j`, whose Gram is `L_j ⊗ I ⊗ R_j`: the
+    Euclidean gradient measures a core's step in its own coordinates, this one in the change it makes to ΔW. With
+    `reg = 0` and the loss `½‖ΔW − T‖²`, a step of 1 along it is one alternating-least-squares update of the core
+    (the test's oracle). With `power=0.5` it maps a core's gradient, or a step, between its own coordinates and those
+    of the gauge in which both interfaces are orthonormal (`X_{<j} L_j^-½` has orthonormal columns), where a step of
+    a given size moves ΔW by that size whatever the scale of the other cores. `reg > 0` damps directions an
+    interface barely uses (at init the zero last core makes every `R_j` zero). Cores and gradients may carry leading
+    batch dimensions, as in `tt_interface_grams`.
+    """
+    left, right = tt_interface_grams([c.detach() for c in cores])
+    out = []
+    for grad, gram_l, gram_r in zip(grads, left, right, strict=True):
+        inv_l, inv_r = (_damped_power(g, reg, -power) for g in (gram_l, gram_r))
+        out.append(torch.einsum("...ab,...bnc,...cd->...and", inv_l, grad, inv_r))  # (..., r_{j-1}, n_j, r_j)
+    return out
+
+
+def _damped_power(gram: torch.Tensor, reg: float, power: float) -> torch.Tensor:
+    """`(gram + reg·I)^power` of a symmetric positive semi-definite `(..., r, r)`: the inverse for power -1, else by
+    its eigendecomposition (eigenvalues clamped at 0 against rounding)."""
+    eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+    if power == -1:
+        return torch.linalg.inv(gram + reg * eye)
+    values, vectors = torch.linalg.eigh(gram)
+    return (vectors * (values.clamp_min(0) + reg).pow(power).unsqueeze(-2)) @ vectors.mT

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from benchmarks.bench_quality import (
     DEFAULT_LRS,
@@ -699,3 +700,36 @@ def test_zero_core_ratio_is_refused_outside_the_chains(flags, monkeypatch, capsy
     with pytest.raises(SystemExit):
         bench_quality.main()
     assert "--zero_core_lr_ratio 4.0 applies to the tt method's chains alone" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode", ["gradient", "gauge"])
+def test_tt_precondition_flag_builds_the_riemannian_optimizer(mode):
+    """`--tt_precondition REG` trains the chain with `create_riemannian_optimizer` in the given mode, over every
+    trainable parameter, with the run's weight decay; without it Trainer builds its own optimizer."""
+    from benchmarks.bench_quality import make_optimizer
+
+    model, _ = build("tt", args("qv"), ["a", "b"], 0)
+    flags = dict(head_lr=None, zero_core_lr_ratio=1.0, weight_decay=0.1, tt_precondition_mode=mode)
+    assert make_optimizer(model, 5e-3, args("qv", tt_precondition=None, **flags)) is None
+    optimizer = make_optimizer(model, 5e-3, args("qv", tt_precondition=1e-3, **flags))
+    assert type(optimizer).__name__ == "RiemannianTTAdamW"
+    (group,) = optimizer.param_groups
+    assert group["lr"] == 5e-3 and group["weight_decay"] == 0.1
+    assert {id(p) for p in group["params"]} == {id(p) for p in model.parameters() if p.requires_grad}
+    for p in model.parameters():
+        if p.requires_grad:
+            p.grad = torch.ones_like(p)
+    cores = [p for n, p in model.named_parameters() if ".ttlora_cores." in n]
+    before = [c.detach().clone() for c in cores]
+    optimizer.step()
+    assert all(not torch.equal(c, b) for c, b in zip(cores[-1:], before[-1:], strict=True))
+
+
+def test_tt_precondition_is_refused_outside_the_chains(monkeypatch, capsys):
+    from benchmarks import bench_quality
+
+    monkeypatch.setattr("sys.argv", ["bench_quality", "--task", "sst2", "--name", "n", "--tt_precondition", "1e-2",
+                                     "--methods", "tt", "lora"])
+    with pytest.raises(SystemExit):
+        bench_quality.main()
+    assert "--tt_precondition 0.01 applies to the tt method's chains alone" in capsys.readouterr().err

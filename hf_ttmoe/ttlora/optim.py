@@ -1,0 +1,138 @@
+"""An optimizer that steps TT-LoRA cores in the metric of their tensor train, not in their own coordinates."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+
+from .. import tt
+from .layer import TTLoRALinear
+
+MODES = ("gradient", "gauge")
+
+
+def tt_chains(model: nn.Module) -> list[list[nn.Parameter]]:
+    """The trainable core lists of every `TTLoRALinear` in `model` (chains whose cores all require gradients)."""
+    return [list(m.ttlora_cores) for m in model.modules()
+            if isinstance(m, TTLoRALinear) and all(c.requires_grad for c in m.ttlora_cores)]
+
+
+def _layouts(chains: list[list[nn.Parameter]]) -> list[list[list[nn.Parameter]]]:
+    """The chains grouped by layout (core shapes, dtype, device): one group is preconditioned as one stack."""
+    groups: dict[tuple, list[list[nn.Parameter]]] = {}
+    for cores in chains:
+        groups.setdefault(tuple((c.shape, c.dtype, c.device) for c in cores), []).append(cores)
+    return list(groups.values())
+
+
+def _transform(group: list[list[nn.Parameter]], tensors: list[list[torch.Tensor]], reg: float, power: float,
+               cores: list[torch.Tensor] | None = None) -> list[list[torch.Tensor]]:
+    """`tt.tt_precondition` of each chain's `tensors` (gradients or steps) at its cores (`cores`: stacked cores to
+    use instead of the parameters' current values), stacked over the group and computed in at least float32."""
+    dtype = torch.promote_types(group[0][0].dtype, torch.float32)
+    n = len(group[0])
+    if cores is None:
+        cores = [torch.stack([chain[j].detach() for chain in group]).to(dtype) for j in range(n)]  # (C, r, n, s)
+    stacked = [torch.stack([t[j] for t in tensors]).to(dtype) for j in range(n)]
+    out = tt.tt_precondition(cores, stacked, reg, power)
+    return [[out[j][k] for j in range(n)] for k in range(len(group))]
+
+
+@torch.no_grad()
+def precondition_chains(chains: list[list[nn.Parameter]], reg: float, power: float = 1.0) -> None:
+    """Replace each chain's core gradients, in place, by `tt.tt_precondition`'s. Chains of one layout are stacked and
+    preconditioned together (a few ops for all of them, not a few per chain)."""
+    for group in _layouts([c for c in chains if all(p.grad is not None for p in c)]):
+        new = _transform(group, [[p.grad for p in chain] for chain in group], reg, power)
+        for chain, grads in zip(group, new, strict=True):
+            for core, grad in zip(chain, grads, strict=True):
+                core.grad.copy_(grad)
+
+
+def create_riemannian_optimizer(
+    model: nn.Module,
+    optimizer_cls: type[Optimizer] = torch.optim.AdamW,
+    *,
+    lr: float,
+    reg: float = 1e-2,
+    mode: str = "gradient",
+    params: Iterable | None = None,
+    **kwargs,
+) -> Optimizer:
+    """`optimizer_cls` over the model's trainable parameters, stepping every TT-LoRA chain's cores in the metric of
+    their train (`tt.tt_precondition`); other parameters are stepped unchanged. Pass it to
+    `Trainer(optimizers=(optimizer, None))`.
+
+    A chain of N cores has a gauge freedom (`G_j A`, `A⁻¹ G_{j+1}` give the same ΔW) that LoRA's two factors have
+    too, and a plain optimizer's step depends on it: a core moves ΔW in proportion to the scale of all the others.
+
+    Args:
+        model: a model holding `TTLoRALinear` layers (`TTLoRAModel`, or a base model they were injected into).
+        optimizer_cls: the optimizer to wrap, e.g. `torch.optim.AdamW` or `torch.optim.SGD`.
+        lr: its learning rate.
+        reg: damping added to each `r × r` interface Gram, > 0.
+        mode: "gradient": each core's gradient times its inverse interface Grams, then `optimizer_cls`'s step: the
+            TT form of PEFT's `create_riemannian_optimizer` for LoRA (Zhang & Pilanci 2024), which is exact
+            Riemannian (scaled) gradient descent under SGD. "gauge": `optimizer_cls` run in the gauge where each
+            core's interfaces are orthonormal: the gradient mapped into it and the step mapped back (each by the
+            inverse square roots of the Grams), so an Adam step of size lr moves ΔW by about lr through every core.
+        params: parameters or parameter groups to optimize (default: every parameter that requires gradients).
+        kwargs: passed to `optimizer_cls` (`weight_decay`, `betas`, ...).
+    """
+    if not (isinstance(optimizer_cls, type) and issubclass(optimizer_cls, Optimizer)):
+        raise TypeError(f"optimizer_cls={optimizer_cls!r} is not a torch.optim.Optimizer subclass.")
+    if not reg > 0:
+        raise ValueError(f"reg={reg!r} must be > 0: the zero-initialised last core makes the interface Grams "
+                         "singular at step 0.")
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r} is not one of {MODES}.")
+    chains = tt_chains(model)
+    if not chains:
+        raise ValueError("create_riemannian_optimizer found no trainable TT-LoRA chain (TTLoRALinear) in the model; "
+                         "it preconditions TT-LoRA cores (layout='chain') only.")
+    power = 1.0 if mode == "gradient" else 0.5
+    if mode == "gauge" and kwargs.get("weight_decay") and not issubclass(optimizer_cls, torch.optim.AdamW):
+        raise ValueError(f"mode='gauge' with weight_decay={kwargs['weight_decay']!r} needs torch.optim.AdamW (its "
+                         f"decoupled decay stays in the cores' own coordinates); {optimizer_cls.__name__}'s decay "
+                         "would be mapped with the step. Use AdamW, or weight_decay=0.")
+
+    class RiemannianTT(optimizer_cls):
+        @torch.no_grad()
+        def step(self, closure: Callable | None = None):
+            loss = None
+            if closure is not None:  # gradients come from the closure: compute them before preconditioning
+                with torch.enable_grad():
+                    loss = closure()
+            ready = [c for c in chains if all(p.grad is not None for p in c)]
+            before = [[p.detach().clone() for p in c] for c in ready] if mode == "gauge" else None
+            precondition_chains(ready, reg, power)
+            super().step()
+            if mode == "gauge":
+                self._steps_from_gauge(ready, before)
+            return loss
+
+        def _steps_from_gauge(self, ready, before) -> None:
+            """Map each core's step back from the orthonormal gauge, at the cores it started from. AdamW's decoupled
+            weight decay (`p ← p·(1 − lr·wd)` before its step) stays in the cores' own coordinates."""
+            decay = {id(p): g["lr"] * g.get("weight_decay", 0.0) for g in self.param_groups for p in g["params"]}
+            start = dict(zip(map(id, ready), before, strict=True))
+            for group in _layouts(ready):
+                old = [start[id(chain)] for chain in group]
+                stacked = [torch.stack([chain[j] for chain in old]) for j in range(len(group[0]))]
+                dtype = torch.promote_types(stacked[0].dtype, torch.float32)
+                steps = [[p - p0 * (1 - decay[id(p)]) for p, p0 in zip(chain, chain0, strict=True)]
+                         for chain, chain0 in zip(group, old, strict=True)]
+                new = _transform(group, steps, reg, power, cores=[c.to(dtype) for c in stacked])
+                for chain, chain0, chain_steps in zip(group, old, new, strict=True):
+                    for p, p0, s in zip(chain, chain0, chain_steps, strict=True):
+                        p.copy_(p0 * (1 - decay[id(p)]) + s)
+
+    RiemannianTT.__name__ = RiemannianTT.__qualname__ = f"RiemannianTT{optimizer_cls.__name__}"
+    params = [p for p in model.parameters() if p.requires_grad] if params is None else params
+    return RiemannianTT(params, lr=lr, **kwargs)
+
+
+__all__ = ["MODES", "create_riemannian_optimizer", "precondition_chains", "tt_chains"]
