@@ -133,6 +133,12 @@ def test_optimizer_refuses_bad_arguments():
         create_riemannian_optimizer(model, object, lr=1e-3)
     with pytest.raises(ValueError, match="no trainable TT-LoRA chain"):
         create_riemannian_optimizer(torch.nn.Linear(3, 3), lr=1e-3)
+    head = [p for n, p in model.named_parameters() if p.requires_grad and ".ttlora_cores." not in n]
+    with pytest.raises(ValueError, match="holds no whole TT-LoRA chain"):
+        create_riemannian_optimizer(model, lr=1e-3, params=head)
+    stacked = random_expert("bert", layout="stacked", tt_shapes=None)
+    with pytest.raises(ValueError, match="shared by several layers"):
+        create_riemannian_optimizer(stacked, lr=1e-3)
 
 
 def test_stacked_chains_precondition_as_each_chain_alone():

@@ -15,9 +15,17 @@ MODES = ("gradient", "gauge")
 
 
 def tt_chains(model: nn.Module) -> list[list[nn.Parameter]]:
-    """The trainable core lists of every `TTLoRALinear` in `model` (chains whose cores all require gradients)."""
-    return [list(m.ttlora_cores) for m in model.modules()
-            if isinstance(m, TTLoRALinear) and all(c.requires_grad for c in m.ttlora_cores)]
+    """The trainable core lists of every `TTLoRALinear` in `model` (chains whose cores all require gradients).
+
+    Raises `ValueError` when a core belongs to two chains (`layout="stacked"`: the layers share U and V), where one
+    gradient would be preconditioned for several chains at once."""
+    chains = [list(m.ttlora_cores) for m in model.modules()
+              if isinstance(m, TTLoRALinear) and all(c.requires_grad for c in m.ttlora_cores)]
+    ids = [id(c) for chain in chains for c in chain]
+    if len(ids) != len(set(ids)):
+        raise ValueError("a TT-LoRA core is shared by several layers (layout='stacked'); the train's metric is "
+                         "defined per chain, so create_riemannian_optimizer takes layout='chain' experts only.")
+    return chains
 
 
 def _layouts(chains: list[list[nn.Parameter]]) -> list[list[list[nn.Parameter]]]:
@@ -132,7 +140,13 @@ def create_riemannian_optimizer(
 
     RiemannianTT.__name__ = RiemannianTT.__qualname__ = f"RiemannianTT{optimizer_cls.__name__}"
     params = [p for p in model.parameters() if p.requires_grad] if params is None else params
-    return RiemannianTT(params, lr=lr, **kwargs)
+    optimizer = RiemannianTT(params, lr=lr, **kwargs)
+    optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    chains = [c for c in chains if all(id(p) in optimized for p in c)]  # the step reads this list
+    if not chains:
+        raise ValueError("create_riemannian_optimizer: `params` holds no whole TT-LoRA chain (every core of a layer) "
+                         "to precondition.")
+    return optimizer
 
 
 __all__ = ["MODES", "create_riemannian_optimizer", "precondition_chains", "tt_chains"]
