@@ -489,12 +489,10 @@ def main() -> None:
     args.grids = grids
     if args.tt_layout == "stacked" and args.tt_init != "zero":
         parser.error(f"--tt_init {args.tt_init} applies to chains; --tt_layout stacked draws its own cores.")
-    if args.zero_core_lr_ratio != 1 and (args.tt_layout == "stacked" or args.methods != ["tt"]):
-        parser.error(f"--zero_core_lr_ratio {args.zero_core_lr_ratio} applies to the tt method's chains alone; "
-                     f"got --methods {' '.join(args.methods)} --tt_layout {args.tt_layout}.")
-    if args.tt_precondition is not None and (args.tt_layout == "stacked" or args.methods != ["tt"]):
-        parser.error(f"--tt_precondition {args.tt_precondition} applies to the tt method's chains alone; "
-                     f"got --methods {' '.join(args.methods)} --tt_layout {args.tt_layout}.")
+    for flag, unset in (("zero_core_lr_ratio", 1), ("tt_precondition", None)):  # options of the chains' cores
+        if getattr(args, flag) != unset and (args.tt_layout == "stacked" or args.methods != ["tt"]):
+            parser.error(f"--{flag} {getattr(args, flag)} applies to the tt method's chains alone; "
+                         f"got --methods {' '.join(args.methods)} --tt_layout {args.tt_layout}.")
     if args.threads:
         torch.set_num_threads(args.threads)
 

@@ -38,6 +38,8 @@ __all__ = [
     "tt_svd",
     "tt_interface_grams",
     "tt_precondition",
+    "tt_metric_factors",
+    "tt_apply_metric",
 ]
 
 MODE_SIZE = 8  # `factorize` aims for modes of about this size
@@ -393,12 +395,23 @@ def tt_precondition(
     interface barely uses (at init the zero last core makes every `R_j` zero). Cores and gradients may carry leading
     batch dimensions, as in `tt_interface_grams`.
     """
+    return tt_apply_metric(tt_metric_factors(cores, reg, power), grads)
+
+
+def tt_metric_factors(cores: Sequence[torch.Tensor], reg: float, power: float = 1.0) -> list[tuple[torch.Tensor, ...]]:
+    """Per core, `((L_j + reg·I)^-p, (R_j + reg·I)^-p)`: what `tt_precondition` applies, computed once to apply to
+    several tensors at the same cores (a gradient and then a step)."""
     left, right = tt_interface_grams([c.detach() for c in cores])
-    out = []
-    for grad, gram_l, gram_r in zip(grads, left, right, strict=True):
-        inv_l, inv_r = (_damped_power(g, reg, -power) for g in (gram_l, gram_r))
-        out.append(torch.einsum("...ab,...bnc,...cd->...and", inv_l, grad, inv_r))  # (..., r_{j-1}, n_j, r_j)
-    return out
+    return [(_damped_power(gram_l, reg, -power), _damped_power(gram_r, reg, -power))
+            for gram_l, gram_r in zip(left, right, strict=True)]
+
+
+def tt_apply_metric(
+    factors: Sequence[tuple[torch.Tensor, ...]], tensors: Sequence[torch.Tensor]
+) -> list[torch.Tensor]:
+    """`left ×₁ t ×₃ right` for each core's `tt_metric_factors` and tensor `t: (..., r_{j-1}, n_j, r_j)`."""
+    return [torch.einsum("...ab,...bnc,...cd->...and", left, t, right)  # (..., r_{j-1}, n_j, r_j)
+            for (left, right), t in zip(factors, tensors, strict=True)]
 
 
 def _damped_power(gram: torch.Tensor, reg: float, power: float) -> torch.Tensor:

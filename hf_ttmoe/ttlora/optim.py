@@ -36,28 +36,28 @@ def _layouts(chains: list[list[nn.Parameter]]) -> list[list[list[nn.Parameter]]]
     return list(groups.values())
 
 
-def _transform(group: list[list[nn.Parameter]], tensors: list[list[torch.Tensor]], reg: float, power: float,
-               cores: list[torch.Tensor] | None = None) -> list[list[torch.Tensor]]:
-    """`tt.tt_precondition` of each chain's `tensors` (gradients or steps) at its cores (`cores`: stacked cores to
-    use instead of the parameters' current values), stacked over the group and computed in at least float32."""
-    dtype = torch.promote_types(group[0][0].dtype, torch.float32)
-    n = len(group[0])
-    if cores is None:
-        cores = [torch.stack([chain[j].detach() for chain in group]).to(dtype) for j in range(n)]  # (C, r, n, s)
-    stacked = [torch.stack([t[j] for t in tensors]).to(dtype) for j in range(n)]
-    out = tt.tt_precondition(cores, stacked, reg, power)
-    return [[out[j][k] for j in range(n)] for k in range(len(group))]
+def _precondition_groups(chains: list[list[nn.Parameter]], reg: float, power: float) -> list[tuple]:
+    """Replace the chains' core gradients, in place, by `tt.tt_precondition`'s, one stack per layout, computed in at
+    least float32. Returns, per layout, `(chains, stacked cores (C, r, n, s) as they were, their metric factors)`."""
+    plans = []
+    for group in _layouts(chains):
+        dtype = torch.promote_types(group[0][0].dtype, torch.float32)
+        cores = [torch.stack([chain[j].detach() for chain in group]).to(dtype) for j in range(len(group[0]))]
+        factors = tt.tt_metric_factors(cores, reg, power)
+        grads = tt.tt_apply_metric(factors, [torch.stack([chain[j].grad for chain in group]).to(dtype)
+                                             for j in range(len(group[0]))])
+        for j, grad in enumerate(grads):
+            for k, chain in enumerate(group):
+                chain[j].grad.copy_(grad[k])
+        plans.append((group, cores, factors))
+    return plans
 
 
 @torch.no_grad()
 def precondition_chains(chains: list[list[nn.Parameter]], reg: float, power: float = 1.0) -> None:
     """Replace each chain's core gradients, in place, by `tt.tt_precondition`'s. Chains of one layout are stacked and
     preconditioned together (a few ops for all of them, not a few per chain)."""
-    for group in _layouts([c for c in chains if all(p.grad is not None for p in c)]):
-        new = _transform(group, [[p.grad for p in chain] for chain in group], reg, power)
-        for chain, grads in zip(group, new, strict=True):
-            for core, grad in zip(chain, grads, strict=True):
-                core.grad.copy_(grad)
+    _precondition_groups([c for c in chains if all(p.grad is not None for p in c)], reg, power)
 
 
 def create_riemannian_optimizer(
@@ -115,28 +115,25 @@ def create_riemannian_optimizer(
                 with torch.enable_grad():
                     loss = closure()
             ready = [c for c in chains if all(p.grad is not None for p in c)]
-            before = [[p.detach().clone() for p in c] for c in ready] if mode == "gauge" else None
-            precondition_chains(ready, reg, power)
+            plans = _precondition_groups(ready, reg, power)
             super().step()
             if mode == "gauge":
-                self._steps_from_gauge(ready, before)
+                self._steps_from_gauge(plans)
             return loss
 
-        def _steps_from_gauge(self, ready, before) -> None:
-            """Map each core's step back from the orthonormal gauge, at the cores it started from. AdamW's decoupled
-            weight decay (`p ← p·(1 − lr·wd)` before its step) stays in the cores' own coordinates."""
+        def _steps_from_gauge(self, plans) -> None:
+            """Map each core's step back from the orthonormal gauge, at the cores it started from (held by the plans,
+            with their metric factors). AdamW's decoupled weight decay (`p ← p·(1 − lr·wd)` before its step) stays
+            in the cores' own coordinates."""
             decay = {id(p): g["lr"] * g.get("weight_decay", 0.0) for g in self.param_groups for p in g["params"]}
-            start = dict(zip(map(id, ready), before, strict=True))
-            for group in _layouts(ready):
-                old = [start[id(chain)] for chain in group]
-                stacked = [torch.stack([chain[j] for chain in old]) for j in range(len(group[0]))]
-                dtype = torch.promote_types(stacked[0].dtype, torch.float32)
-                steps = [[p - p0 * (1 - decay[id(p)]) for p, p0 in zip(chain, chain0, strict=True)]
-                         for chain, chain0 in zip(group, old, strict=True)]
-                new = _transform(group, steps, reg, power, cores=[c.to(dtype) for c in stacked])
-                for chain, chain0, chain_steps in zip(group, old, new, strict=True):
-                    for p, p0, s in zip(chain, chain0, chain_steps, strict=True):
-                        p.copy_(p0 * (1 - decay[id(p)]) + s)
+            for group, old, factors in plans:
+                kept = [old[j].new_tensor([1 - decay[id(chain[j])] for chain in group]).view(-1, 1, 1, 1) * old[j]
+                        for j in range(len(old))]  # (C, r, n, s): each core decayed, before its step
+                steps = [torch.stack([chain[j].detach() for chain in group]).to(old[j]) - kept[j]
+                         for j in range(len(old))]
+                for j, new in enumerate(tt.tt_apply_metric(factors, steps)):
+                    for k, chain in enumerate(group):
+                        chain[j].copy_(kept[j][k] + new[k])
 
     RiemannianTT.__name__ = RiemannianTT.__qualname__ = f"RiemannianTT{optimizer_cls.__name__}"
     params = [p for p in model.parameters() if p.requires_grad] if params is None else params
