@@ -206,3 +206,19 @@ def test_gauge_mode_keeps_adamw_weight_decay_in_the_cores_coordinates():
         assert rel_err(core.detach(), old * (1 - 0.05)) < 1e-12
     with pytest.raises(ValueError, match="needs torch.optim.AdamW"):
         create_riemannian_optimizer(layer, torch.optim.SGD, lr=0.1, weight_decay=0.5, mode="gauge")
+
+
+@pytest.mark.parametrize("mode", ["gradient", "gauge"])
+def test_bfloat16_cores_step_as_the_float64_rule_rounded(mode):
+    """bfloat16 cores are preconditioned in float32 and written back into bfloat16 gradients and cores."""
+    wide, narrow = one_layer(seed=3), one_layer(seed=3).to(torch.bfloat16)
+    g = torch.Generator().manual_seed(7)
+    for a, b in zip(wide.ttlora_cores, narrow.ttlora_cores, strict=True):
+        a.grad = torch.randn(a.shape, generator=g, dtype=torch.float64)
+        b.grad = a.grad.to(torch.bfloat16)
+    before = [[c.detach().double().clone() for c in layer.ttlora_cores] for layer in (wide, narrow)]
+    for layer in (wide, narrow):
+        create_riemannian_optimizer(layer, torch.optim.SGD, lr=5.0, mode=mode).step()  # a step well above rounding
+    for a, b, a0, b0 in zip(wide.ttlora_cores, narrow.ttlora_cores, *before, strict=True):
+        assert b.dtype == b.grad.dtype == torch.bfloat16
+        assert rel_err(b.detach().double() - b0, a.detach() - a0) < 5e-2  # the steps agree to bfloat16's precision

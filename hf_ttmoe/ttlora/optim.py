@@ -42,13 +42,12 @@ def _precondition_groups(chains: list[list[nn.Parameter]], reg: float, power: fl
     plans = []
     for group in _layouts(chains):
         dtype = torch.promote_types(group[0][0].dtype, torch.float32)
-        cores = [torch.stack([chain[j].detach() for chain in group]).to(dtype) for j in range(len(group[0]))]
+        cores = [torch.stack([chain[j] for chain in group]).to(dtype) for j in range(len(group[0]))]
         factors = tt.tt_metric_factors(cores, reg, power)
         grads = tt.tt_apply_metric(factors, [torch.stack([chain[j].grad for chain in group]).to(dtype)
                                              for j in range(len(group[0]))])
-        for j, grad in enumerate(grads):
-            for k, chain in enumerate(group):
-                chain[j].grad.copy_(grad[k])
+        for j, grad in enumerate(grads):  # one foreach copy per core position, not one copy per chain
+            torch._foreach_copy_([chain[j].grad for chain in group], list(grad.unbind(0)))
         plans.append((group, cores, factors))
     return plans
 
@@ -129,11 +128,10 @@ def create_riemannian_optimizer(
             for group, old, factors in plans:
                 kept = [old[j].new_tensor([1 - decay[id(chain[j])] for chain in group]).view(-1, 1, 1, 1) * old[j]
                         for j in range(len(old))]  # (C, r, n, s): each core decayed, before its step
-                steps = [torch.stack([chain[j].detach() for chain in group]).to(old[j]) - kept[j]
+                steps = [torch.stack([chain[j] for chain in group]).to(old[j]) - kept[j]
                          for j in range(len(old))]
                 for j, new in enumerate(tt.tt_apply_metric(factors, steps)):
-                    for k, chain in enumerate(group):
-                        chain[j].copy_(kept[j][k] + new[k])
+                    torch._foreach_copy_([chain[j] for chain in group], list((kept[j] + new).unbind(0)))
 
     RiemannianTT.__name__ = RiemannianTT.__qualname__ = f"RiemannianTT{optimizer_cls.__name__}"
     params = [p for p in model.parameters() if p.requires_grad] if params is None else params
