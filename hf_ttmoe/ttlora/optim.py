@@ -38,7 +38,8 @@ def _layouts(chains: list[list[nn.Parameter]]) -> list[list[list[nn.Parameter]]]
 
 def _precondition_groups(chains: list[list[nn.Parameter]], reg: float, power: float) -> list[tuple]:
     """Replace the chains' core gradients, in place, by `tt.tt_precondition`'s, one stack per layout, computed in at
-    least float32. Returns, per layout, `(chains, stacked cores (C, r, n, s) as they were, their metric factors)`."""
+    least float32. Returns, per layout, `(chains, stacked cores (C, r, n, s) as they were, their metric factors)`.
+    Its callers run it under `torch.no_grad()`, so stacking the cores copies them without a graph."""
     plans = []
     for group in _layouts(chains):
         dtype = torch.promote_types(group[0][0].dtype, torch.float32)
