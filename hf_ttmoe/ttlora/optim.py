@@ -37,11 +37,12 @@ def _layouts(chains: list[list[nn.Parameter]]) -> list[list[list[nn.Parameter]]]
 
 
 def _precondition_groups(chains: list[list[nn.Parameter]], reg: float, power: float) -> list[tuple]:
-    """Replace the chains' core gradients, in place, by `tt.tt_precondition`'s, one stack per layout, computed in at
-    least float32. Returns, per layout, `(chains, stacked cores (C, r, n, s) as they were, their metric factors)`.
-    Its callers run it under `torch.no_grad()`, so stacking the cores copies them without a graph."""
+    """Replace the core gradients of the chains that have them all, in place, by `tt.tt_precondition`'s, one stack per
+    layout, computed in at least float32. Returns, per layout, `(chains, stacked cores (C, r, n, s) as they were,
+    their metric factors)`. Its callers run it under `torch.no_grad()`, so stacking the cores copies them without a
+    graph."""
     plans = []
-    for group in _layouts(chains):
+    for group in _layouts([c for c in chains if all(p.grad is not None for p in c)]):
         dtype = torch.promote_types(group[0][0].dtype, torch.float32)
         cores = [torch.stack([chain[j] for chain in group]).to(dtype) for j in range(len(group[0]))]
         factors = tt.tt_metric_factors(cores, reg, power)
@@ -57,7 +58,7 @@ def _precondition_groups(chains: list[list[nn.Parameter]], reg: float, power: fl
 def precondition_chains(chains: list[list[nn.Parameter]], reg: float, power: float = 1.0) -> None:
     """Replace each chain's core gradients, in place, by `tt.tt_precondition`'s. Chains of one layout are stacked and
     preconditioned together (a few ops for all of them, not a few per chain)."""
-    _precondition_groups([c for c in chains if all(p.grad is not None for p in c)], reg, power)
+    _precondition_groups(chains, reg, power)
 
 
 def create_riemannian_optimizer(
@@ -114,8 +115,7 @@ def create_riemannian_optimizer(
             if closure is not None:  # gradients come from the closure: compute them before preconditioning
                 with torch.enable_grad():
                     loss = closure()
-            ready = [c for c in chains if all(p.grad is not None for p in c)]
-            plans = _precondition_groups(ready, reg, power)
+            plans = _precondition_groups(chains, reg, power)
             super().step()
             if mode == "gauge":
                 self._steps_from_gauge(plans)
